@@ -1,0 +1,3 @@
+module github.com/sturdyoci/sturdy
+
+go 1.26
