@@ -1,0 +1,362 @@
+package retrypolicy
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry/remote/errcode"
+)
+
+// Sentinel errors of the attempt loop. Transfer code wraps them; the
+// classifier knows all of them as retryable.
+var (
+	// ErrAttemptTimeout: an attempt's own deadline fired while the caller's
+	// context was still alive.
+	ErrAttemptTimeout = errors.New("attempt timeout")
+	// ErrStalled: no byte moved for the stall timeout.
+	ErrStalled = errors.New("stalled")
+	// ErrTooSlow: bytes moved, but slower than the low-speed limit.
+	ErrTooSlow = errors.New("transfer too slow")
+)
+
+// Registry error codes the OCI distribution spec does not define but
+// registries (distribution, Harbor, Docker Hub) send.
+const (
+	errorCodeTooManyRequests = "TOOMANYREQUESTS"
+	errorCodeUnavailable     = "UNAVAILABLE"
+)
+
+// IsRetryable reports whether another attempt may succeed. Unknown errors are
+// permanent: retrying "permission denied" for an hour only hides it. See the
+// package documentation for the full table.
+func IsRetryable(err error) bool {
+	return classify(err).retryable
+}
+
+// ShortReason is a short human label for err's class, such as
+// "connection reset", "HTTP 503", "rate limited", "attempt timeout" or
+// "stalled", for progress bars and logs. It never contains URLs or other
+// text taken from the error, so it cannot leak tokens. nil gives "".
+func ShortReason(err error) string {
+	return classify(err).reason
+}
+
+// Permanent marks err as not retryable, whatever its class. The mark is
+// visible through wrapping: the outermost Permanent or Transient wins.
+// Permanent(nil) is nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &overrideError{err: err, retryable: false}
+}
+
+// Transient marks err as retryable, whatever its class. Transient(nil) is nil.
+func Transient(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &overrideError{err: err, retryable: true}
+}
+
+type overrideError struct {
+	err       error
+	retryable bool
+}
+
+func (e *overrideError) Error() string { return e.err.Error() }
+func (e *overrideError) Unwrap() error { return e.err }
+
+type class struct {
+	retryable bool
+	reason    string
+}
+
+func retry(reason string) class     { return class{retryable: true, reason: reason} }
+func permanent(reason string) class { return class{retryable: false, reason: reason} }
+
+// classify is the one place where errors are sorted. Order matters: explicit
+// marks first, then the loop's own sentinels, then caller cancellation (which
+// must win over a network error it caused), then HTTP status, then content
+// and registry sentinels, then transport errors from the innermost cause out.
+func classify(err error) class {
+	if err == nil {
+		return class{}
+	}
+	if o := (*overrideError)(nil); errors.As(err, &o) {
+		c := classify(o.err)
+		c.retryable = o.retryable
+		if c.reason == "" || c.reason == reasonUnknown {
+			if o.retryable {
+				c.reason = "transient error"
+			} else {
+				c.reason = "permanent error"
+			}
+		}
+		return c
+	}
+	switch {
+	case errors.Is(err, ErrStalled):
+		return retry("stalled")
+	case errors.Is(err, ErrTooSlow):
+		return retry("too slow")
+	case errors.Is(err, ErrAttemptTimeout):
+		return retry("attempt timeout")
+	case errors.Is(err, context.Canceled):
+		return permanent("canceled")
+	case errors.Is(err, context.DeadlineExceeded):
+		// Do turns an attempt's own deadline into ErrAttemptTimeout; a bare
+		// DeadlineExceeded is the caller's deadline.
+		return permanent("deadline exceeded")
+	}
+	if c, ok := classifyStatus(err); ok {
+		return c
+	}
+	switch {
+	case errors.Is(err, content.ErrMismatchedDigest):
+		return permanent("digest mismatch")
+	case errors.Is(err, content.ErrInvalidDescriptorSize), errors.Is(err, content.ErrTrailingData):
+		return permanent("size mismatch")
+	case errors.Is(err, errdef.ErrInvalidDigest):
+		return permanent("invalid digest")
+	case errors.Is(err, errdef.ErrNotFound):
+		return permanent("not found")
+	case errors.Is(err, errdef.ErrAlreadyExists):
+		return permanent("already exists")
+	case errors.Is(err, errdef.ErrSizeExceedsLimit):
+		return permanent("size exceeds limit")
+	case errors.Is(err, errdef.ErrUnsupported):
+		return permanent("unsupported")
+	}
+	if c, ok := classifyErrno(err); ok {
+		return c
+	}
+	if c, ok := classifyTLS(err); ok {
+		return c
+	}
+	if c, ok := classifyHTTP2(err); ok {
+		return c
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		if dnsErr.IsTimeout || dnsErr.IsTemporary {
+			return retry("DNS temporary failure")
+		}
+		if dnsErr.IsNotFound {
+			return permanent("no such host")
+		}
+		return permanent("DNS error")
+	}
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return retry("unexpected EOF")
+	case errors.Is(err, io.EOF):
+		// In a transfer a bare EOF is a peer that hung up before the
+		// response or the body was complete (net/http returns it for a
+		// connection closed before the status line); finished reads never
+		// surface io.EOF as an error.
+		return retry("connection closed")
+	case errors.Is(err, net.ErrClosed):
+		return retry("connection closed")
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		// Not a string match: this type is unexported in net/http, but
+		// its text is stable and the label helps an operator.
+		if strings.Contains(err.Error(), "TLS handshake timeout") {
+			return retry("TLS handshake timeout")
+		}
+		return retry("timeout")
+	}
+	if isServerClosedIdle(err) {
+		return retry("connection closed")
+	}
+	return permanent(reasonUnknown)
+}
+
+const reasonUnknown = "unclassified error"
+
+// classifyStatus sorts HTTP status codes and registry error codes. A
+// permanent registry code (DENIED, UNAUTHORIZED, NAME_UNKNOWN) wins over the
+// status, a retryable one (TOOMANYREQUESTS, UNAVAILABLE) wins over a status
+// that is otherwise permanent.
+func classifyStatus(err error) (class, bool) {
+	code, codes, ok := statusOf(err)
+	if !ok {
+		return class{}, false
+	}
+	for _, c := range codes {
+		switch c {
+		case errcode.ErrorCodeDenied:
+			return permanent(fmt.Sprintf("denied (HTTP %d)", code)), true
+		case errcode.ErrorCodeUnauthorized:
+			return permanent(fmt.Sprintf("unauthorized (HTTP %d)", code)), true
+		case errcode.ErrorCodeNameUnknown:
+			return permanent(fmt.Sprintf("repository not found (HTTP %d)", code)), true
+		}
+	}
+	for _, c := range codes {
+		switch c {
+		case errorCodeTooManyRequests:
+			return retry("rate limited"), true
+		case errorCodeUnavailable:
+			return retry(fmt.Sprintf("unavailable (HTTP %d)", code)), true
+		}
+	}
+	label := fmt.Sprintf("HTTP %d", code)
+	switch code {
+	case http.StatusTooManyRequests:
+		return retry("rate limited"), true
+	case http.StatusRequestTimeout, http.StatusTooEarly,
+		http.StatusInternalServerError, http.StatusBadGateway,
+		http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return retry(label), true
+	}
+	if code == 0 {
+		return class{}, false
+	}
+	return permanent(label), true
+}
+
+// statusOf finds the HTTP status in err: this package's StatusError first,
+// then oras-go's errcode.ErrorResponse.
+func statusOf(err error) (code int, codes []string, ok bool) {
+	var se *StatusError
+	if errors.As(err, &se) && se.StatusCode != 0 {
+		code, codes = se.StatusCode, se.Codes
+		ok = true
+	}
+	var er *errcode.ErrorResponse
+	if errors.As(err, &er) {
+		if !ok {
+			code, ok = er.StatusCode, true
+		}
+		for _, e := range er.Errors {
+			codes = append(codes, e.Code)
+		}
+	}
+	return code, codes, ok
+}
+
+// classifyErrno sorts operating system errors, wherever they sit in the chain
+// (*net.OpError, *os.SyscallError, *url.Error all unwrap to them).
+func classifyErrno(err error) (class, bool) {
+	switch {
+	case errors.Is(err, syscall.ECONNRESET):
+		return retry("connection reset"), true
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return retry("connection refused"), true
+	case errors.Is(err, syscall.ECONNABORTED):
+		return retry("connection aborted"), true
+	case errors.Is(err, syscall.EPIPE):
+		return retry("broken pipe"), true
+	case errors.Is(err, syscall.ETIMEDOUT):
+		return retry("timeout"), true
+	case errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH):
+		return retry("network unreachable"), true
+	case errors.Is(err, syscall.ENETDOWN), errors.Is(err, syscall.ENETRESET):
+		return retry("network down"), true
+	case errors.Is(err, syscall.ENOSPC):
+		return permanent("no space left on device"), true
+	case errors.Is(err, syscall.EDQUOT):
+		return permanent("disk quota exceeded"), true
+	case errors.Is(err, syscall.EROFS):
+		return permanent("read-only file system"), true
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM), errors.Is(err, fs.ErrPermission):
+		return permanent("permission denied"), true
+	}
+	return class{}, false
+}
+
+// classifyTLS: certificate problems never fix themselves; a handshake that
+// timed out is left to the net.Error timeout rule.
+func classifyTLS(err error) (class, bool) {
+	var (
+		verifyErr   *tls.CertificateVerificationError
+		unknownAuth x509.UnknownAuthorityError
+		hostErr     x509.HostnameError
+		invalidErr  x509.CertificateInvalidError
+		rootsErr    x509.SystemRootsError
+		constraint  x509.ConstraintViolationError
+		recordErr   tls.RecordHeaderError
+		alertErr    tls.AlertError
+	)
+	switch {
+	case errors.As(err, &verifyErr), errors.As(err, &unknownAuth), errors.As(err, &hostErr),
+		errors.As(err, &invalidErr), errors.As(err, &rootsErr), errors.As(err, &constraint):
+		return permanent("certificate error"), true
+	case errors.As(err, &recordErr):
+		return permanent("TLS protocol error"), true
+	case errors.As(err, &alertErr):
+		return permanent("TLS alert"), true
+	}
+	return class{}, false
+}
+
+// h2StreamError has the shape of net/http's bundled http2StreamError, whose
+// As method copies itself into any struct with the same field names and
+// convertible types: a typed match on an unexported type.
+type h2StreamError struct {
+	StreamID uint32
+	Code     uint32
+	Cause    error
+}
+
+// Error makes h2StreamError an error, as errors.As requires of its target.
+func (e h2StreamError) Error() string { return fmt.Sprintf("stream error: stream ID %d", e.StreamID) }
+
+// HTTP/2 error codes (RFC 9113 section 7) that say the request itself, not
+// the moment, was wrong.
+const (
+	h2ProtocolError      = 0x1
+	h2FrameSizeError     = 0x6
+	h2CompressionError   = 0x9
+	h2InadequateSecurity = 0xc
+	h2HTTP11Required     = 0xd
+)
+
+func classifyHTTP2(err error) (class, bool) {
+	var se h2StreamError
+	if errors.As(err, &se) {
+		switch se.Code {
+		case h2ProtocolError, h2FrameSizeError, h2CompressionError, h2InadequateSecurity, h2HTTP11Required:
+			return permanent("HTTP/2 stream error"), true
+		}
+		return retry("HTTP/2 stream reset"), true
+	}
+	// String match, because the standard library exports no type for
+	// these: http2GoAwayError and the client-connection errors are
+	// unexported in net/http's bundle, and golang.org/x/net/http2 (which
+	// does export them) is not a dependency of this module. Each text is
+	// the literal the bundle (or x/net/http2) produces.
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "http2: server sent GOAWAY"),
+		strings.Contains(msg, "http2: Transport received Server's graceful shutdown GOAWAY"):
+		return retry("HTTP/2 GOAWAY"), true
+	case strings.Contains(msg, "http2: client connection lost"):
+		return retry("connection lost"), true
+	case strings.Contains(msg, "stream error: stream ID"):
+		// x/net/http2.StreamError, which lacks the bundle's As method.
+		return retry("HTTP/2 stream reset"), true
+	}
+	return class{}, false
+}
+
+// isServerClosedIdle matches net/http's unexported errServerClosedIdle: the
+// server closed a kept-alive connection as the request went out. The string
+// is the literal in net/http/transport.go.
+func isServerClosedIdle(err error) bool {
+	return strings.Contains(err.Error(), "http: server closed idle connection")
+}

@@ -1,0 +1,366 @@
+package retrypolicy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math"
+	"net/http"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fakeSleep records the waits instead of sleeping them.
+type fakeSleep struct {
+	mu    sync.Mutex
+	waits []time.Duration
+}
+
+func (f *fakeSleep) sleep(ctx context.Context, d time.Duration) error {
+	f.mu.Lock()
+	f.waits = append(f.waits, d)
+	f.mu.Unlock()
+	return ctx.Err()
+}
+
+func (f *fakeSleep) total() (sum time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, w := range f.waits {
+		sum += w
+	}
+	return sum
+}
+
+func fastConfig(fs *fakeSleep) Config {
+	return Config{sleep: fs.sleep}
+}
+
+func TestDoSucceedsAfterRetries(t *testing.T) {
+	fs := &fakeSleep{}
+	cfg := fastConfig(fs)
+	var infos []RetryInfo
+	cfg.OnRetry = func(ri RetryInfo) { infos = append(infos, ri) }
+	calls := 0
+	err := Do(context.Background(), cfg, 1<<20, func(ctx context.Context) error {
+		calls++
+		if AttemptNumber(ctx) != calls {
+			t.Errorf("AttemptNumber = %d, want %d", AttemptNumber(ctx), calls)
+		}
+		if calls < 3 {
+			return syscall.ECONNRESET
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls != 3 || len(infos) != 2 || len(fs.waits) != 2 {
+		t.Fatalf("calls=%d infos=%d waits=%d", calls, len(infos), len(fs.waits))
+	}
+	for i, ri := range infos {
+		if ri.Attempt != i+1 || ri.Reason != "connection reset" || ri.Backoff != fs.waits[i] {
+			t.Errorf("info %d = %+v, slept %s", i, ri, fs.waits[i])
+		}
+	}
+}
+
+func TestDoBackoffBoundsAndCap(t *testing.T) {
+	fs := &fakeSleep{}
+	cfg := Config{sleep: fs.sleep, MaxAttempts: 12, InitialBackoff: time.Second, MaxBackoff: 10 * time.Second}
+	err := Do(context.Background(), cfg, 0, func(context.Context) error { return io.ErrUnexpectedEOF })
+	var e *Error
+	if !errors.As(err, &e) || e.Attempts != 12 {
+		t.Fatalf("err = %v", err)
+	}
+	if !errors.Is(err, io.ErrUnexpectedEOF) || !strings.Contains(err.Error(), "after 12 attempts") {
+		t.Fatalf("err = %v", err)
+	}
+	if len(fs.waits) != 11 {
+		t.Fatalf("waits = %v", fs.waits)
+	}
+	interval := time.Second
+	for i, w := range fs.waits {
+		lo, hi := time.Duration(float64(interval)*0.5), min(time.Duration(float64(interval)*1.5), 10*time.Second)
+		if w < lo || w > hi {
+			t.Errorf("wait %d = %s, want in [%s, %s]", i, w, lo, hi)
+		}
+		interval = min(interval*2, 10*time.Second)
+	}
+}
+
+func TestDoMaxAttemptsOne(t *testing.T) {
+	calls := 0
+	fs := &fakeSleep{}
+	cfg := Config{sleep: fs.sleep, MaxAttempts: 1, AttemptTimeout: 20 * time.Millisecond,
+		OnRetry: func(RetryInfo) { t.Error("OnRetry after the last attempt") }}
+	err := Do(context.Background(), cfg, 0, func(ctx context.Context) error {
+		calls++
+		<-ctx.Done() // a hung connection still ends: no retry is not no deadline
+		return ctx.Err()
+	})
+	if calls != 1 || !errors.Is(err, ErrAttemptTimeout) || ShortReason(err) != "attempt timeout" {
+		t.Fatalf("calls=%d err=%v", calls, err)
+	}
+}
+
+func TestDoPermanentStopsAtOnce(t *testing.T) {
+	fs := &fakeSleep{}
+	calls := 0
+	err := Do(context.Background(), fastConfig(fs), 0, func(context.Context) error {
+		calls++
+		return errResp(http.StatusForbidden)
+	})
+	if calls != 1 || len(fs.waits) != 0 || IsRetryable(err) {
+		t.Fatalf("calls=%d waits=%v err=%v", calls, fs.waits, err)
+	}
+	if !strings.Contains(err.Error(), "after 1 attempt:") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestDoUnknownErrorIsNotRetried(t *testing.T) {
+	calls := 0
+	_ = Do(context.Background(), fastConfig(&fakeSleep{}), 0, func(context.Context) error {
+		calls++
+		return errors.New("permission problem of some new kind")
+	})
+	if calls != 1 {
+		t.Fatalf("unknown error retried: %d calls", calls)
+	}
+}
+
+func TestDoAttemptTimeoutIsRetryableUnderLiveParent(t *testing.T) {
+	fs := &fakeSleep{}
+	cfg := Config{sleep: fs.sleep, MaxAttempts: 3, AttemptTimeout: 5 * time.Millisecond}
+	calls := 0
+	err := Do(context.Background(), cfg, 0, func(ctx context.Context) error {
+		calls++
+		if _, ok := ctx.Deadline(); !ok {
+			t.Error("attempt has no deadline")
+		}
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	if calls != 3 || !errors.Is(err, ErrAttemptTimeout) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("calls=%d err=%v", calls, err)
+	}
+}
+
+func TestDoDerivesDeadlineFromSize(t *testing.T) {
+	const size = 100 << 30
+	want := ComputePerAttemptTimeout(size)
+	err := Do(context.Background(), Config{}, size, func(ctx context.Context) error {
+		dl, ok := ctx.Deadline()
+		if !ok {
+			t.Fatal("no deadline")
+		}
+		if got := time.Until(dl); got > want || got < want-time.Minute {
+			t.Errorf("deadline in %s, want ~%s", got, want)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = Do(context.Background(), Config{AttemptTimeout: -1}, size, func(ctx context.Context) error {
+		if _, ok := ctx.Deadline(); ok {
+			t.Error("AttemptTimeout < 0 must set no deadline")
+		}
+		return nil
+	})
+}
+
+func TestDoCancelDuringBackoffReturnsAtOnce(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cfg := Config{InitialBackoff: time.Hour, MaxBackoff: time.Hour} // the real sleep
+	started := make(chan struct{})
+	cfg.OnRetry = func(RetryInfo) { close(started) }
+	done := make(chan error, 1)
+	go func() {
+		done <- Do(ctx, cfg, 0, func(context.Context) error { return syscall.ECONNRESET })
+	}()
+	<-started
+	t0 := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("err = %v, want context.Canceled", err)
+		}
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("err = %v lost the last attempt's error", err)
+		}
+		if d := time.Since(t0); d > 100*time.Millisecond {
+			t.Fatalf("took %s to return after cancel", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Do did not return after cancel")
+	}
+}
+
+func TestDoCancelDuringAttempt(t *testing.T) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	err := Do(ctx, fastConfig(&fakeSleep{}), 0, func(actx context.Context) error {
+		cancel(errors.New("user pressed ctrl-c"))
+		return syscall.ECONNRESET // the attempt fails with something else as ctx ends
+	})
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "ctrl-c") {
+		t.Fatalf("err = %v", err)
+	}
+	if IsRetryable(err) {
+		t.Fatal("a cancelled Do must not look retryable")
+	}
+}
+
+func TestDoCancelledBeforeStart(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	called := false
+	err := Do(ctx, Config{}, 0, func(context.Context) error { called = true; return nil })
+	if called || !errors.Is(err, context.Canceled) {
+		t.Fatalf("called=%v err=%v", called, err)
+	}
+}
+
+func TestDoRetryAfterHonouredAndCapped(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		retryAft  time.Duration
+		maxRA     time.Duration
+		wantWait  time.Duration
+		exactWait bool
+	}{
+		{"longer than MaxBackoff", 5 * time.Minute, 0, 5 * time.Minute, true},
+		{"capped", 2 * time.Hour, 30 * time.Minute, 30 * time.Minute, true},
+		{"ignored", 5 * time.Minute, -1, 0, false},
+		{"shorter than backoff keeps backoff", time.Millisecond, 0, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := &fakeSleep{}
+			cfg := Config{sleep: fs.sleep, MaxAttempts: 2, InitialBackoff: time.Second, MaxBackoff: 2 * time.Second, MaxRetryAfter: tc.maxRA}
+			_ = Do(context.Background(), cfg, 0, func(context.Context) error {
+				return &StatusError{StatusCode: 503, RetryAfter: tc.retryAft}
+			})
+			if len(fs.waits) != 1 {
+				t.Fatalf("waits = %v", fs.waits)
+			}
+			w := fs.waits[0]
+			if tc.exactWait && w != tc.wantWait {
+				t.Fatalf("wait = %s, want %s", w, tc.wantWait)
+			}
+			if !tc.exactWait && (w < 500*time.Millisecond || w > 2*time.Second) {
+				t.Fatalf("wait = %s, want the computed backoff", w)
+			}
+		})
+	}
+}
+
+func TestDoResumableProgressResetsBudget(t *testing.T) {
+	// 256 MiB over a link that breaks every 32 MiB finishes with 3 attempts.
+	const size, every = 256 << 20, 32 << 20
+	fs := &fakeSleep{}
+	var offset int64
+	cfg := Config{sleep: fs.sleep, MaxAttempts: 3, InitialBackoff: time.Second, MaxBackoff: time.Minute}
+	var infos []RetryInfo
+	cfg.OnRetry = func(ri RetryInfo) { infos = append(infos, ri) }
+	calls := 0
+	err := DoResumable(context.Background(), cfg, size, func() int64 { return offset }, func(ctx context.Context) error {
+		calls++
+		if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > ComputePerAttemptTimeout(size-offset) {
+			t.Errorf("attempt deadline not derived from the remaining bytes")
+		}
+		offset = min(offset+every, size)
+		if offset < size {
+			return syscall.ECONNRESET
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("err = %v after %d calls", err, calls)
+	}
+	if calls != 8 {
+		t.Fatalf("calls = %d, want 8", calls)
+	}
+	for _, ri := range infos {
+		if !ri.Progressed || ri.Backoff > 1500*time.Millisecond {
+			t.Errorf("info %+v: progress must reset the backoff", ri)
+		}
+	}
+}
+
+func TestDoResumableNoProgressFails(t *testing.T) {
+	fs := &fakeSleep{}
+	var offset int64 = 100 << 20
+	calls := 0
+	cfg := Config{sleep: fs.sleep, MaxAttempts: 3}
+	err := DoResumable(context.Background(), cfg, 1<<30, func() int64 { return offset }, func(context.Context) error {
+		calls++
+		offset += 1 << 10 // a trickle below MinProgress is no progress
+		return syscall.ECONNRESET
+	})
+	if calls != 3 || err == nil {
+		t.Fatalf("calls=%d err=%v", calls, err)
+	}
+}
+
+// The retry wall-clock must not depend on the blob size: only the deadline
+// does. Run both with tiny real backoffs, side by side.
+func TestDoSizeInvariance(t *testing.T) {
+	run := func(size int64) (time.Duration, int) {
+		calls := 0
+		cfg := Config{MaxAttempts: 5, InitialBackoff: 2 * time.Millisecond, MaxBackoff: 4 * time.Millisecond}
+		t0 := time.Now()
+		_ = Do(context.Background(), cfg, size, func(context.Context) error { calls++; return syscall.ECONNRESET })
+		return time.Since(t0), calls
+	}
+	small, n1 := run(1 << 20)
+	big, n2 := run(1 << 40)
+	if n1 != n2 {
+		t.Fatalf("attempts differ: %d vs %d", n1, n2)
+	}
+	// Both sleep 4 waits of at most 1.5x4 ms; the rest is scheduling.
+	if d := small - big; d > 50*time.Millisecond || d < -50*time.Millisecond {
+		t.Fatalf("1 MiB took %s, 1 TiB took %s", small, big)
+	}
+	// And with the fake clock and the default policy (waits of 5, 10, 20,
+	// 40 and 80 s, each ±50%) the sums lie in the same bounds.
+	for _, size := range []int64{1 << 20, 1 << 40} {
+		fs := &fakeSleep{}
+		_ = Do(context.Background(), fastConfig(fs), size, func(context.Context) error { return syscall.ECONNRESET })
+		if tot := fs.total(); tot < 77500*time.Millisecond || tot > 232500*time.Millisecond {
+			t.Errorf("size %d: total backoff %s outside the jitter bounds", size, tot)
+		}
+	}
+}
+
+func TestDoInvalidConfig(t *testing.T) {
+	for _, cfg := range []Config{
+		{MaxAttempts: -1},
+		{SafetyFactor: math.NaN()},
+		{SafetyFactor: math.Inf(1)},
+		{MinAttemptTimeout: time.Hour, MaxAttemptTimeout: time.Minute},
+		{InitialBackoff: time.Hour, MaxBackoff: time.Second},
+		{MinThroughput: -5},
+		{MinProgress: -1},
+	} {
+		called := false
+		err := Do(context.Background(), cfg, 0, func(context.Context) error { called = true; return nil })
+		if called || !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("%+v: called=%v err=%v", cfg, called, err)
+		}
+		if cfg.Validate() == nil {
+			t.Errorf("%+v: Validate accepted it", cfg)
+		}
+	}
+	if err := (Config{}).Validate(); err != nil {
+		t.Fatalf("zero Config invalid: %v", err)
+	}
+}
