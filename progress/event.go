@@ -1,0 +1,147 @@
+package progress
+
+import (
+	"strconv"
+	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Kind says what happened to a blob.
+//
+// The zero Kind is not a valid kind: an Event whose Kind was never set is
+// recognisably broken, and observers in this package ignore it.
+type Kind int
+
+const (
+	// Started: the first attempt on the blob begins. Once per blob per copy.
+	Started Kind = iota + 1
+	// Progressed: more of the blob is committed; Offset says how much.
+	Progressed
+	// Retrying: an attempt failed with a retryable error; Backoff is slept
+	// before the next attempt. Reason and Err say why.
+	Retrying
+	// Resumed: the new attempt continues from Offset instead of from 0.
+	// An attempt that restarts from 0 emits no Resumed.
+	Resumed
+	// Skipped: the destination already had the blob; nothing moved.
+	Skipped
+	// Mounted: the registry mounted the blob from another repository;
+	// nothing moved.
+	Mounted
+	// Completed: the blob is in the destination, digest and size verified.
+	Completed
+	// Failed: the blob gave up, with a permanent error or out of attempts.
+	Failed
+	// Note: something worth telling a human that changes no state, such as
+	// "registry refused chunked upload; falling back to monolithic".
+	// Desc may be zero when the note concerns no single blob.
+	Note
+)
+
+var kindNames = [...]string{
+	Started:    "started",
+	Progressed: "progressed",
+	Retrying:   "retrying",
+	Resumed:    "resumed",
+	Skipped:    "skipped",
+	Mounted:    "mounted",
+	Completed:  "completed",
+	Failed:     "failed",
+	Note:       "note",
+}
+
+// String returns the lowercase name of k, or "kind(N)" for an invalid kind.
+func (k Kind) String() string {
+	if k.valid() {
+		return kindNames[k]
+	}
+	return "kind(" + strconv.Itoa(int(k)) + ")"
+}
+
+func (k Kind) valid() bool { return k >= Started && k <= Note }
+
+// Event is one thing that happened to one blob (or manifest) during a
+// transfer. Fields that do not apply to a Kind are zero.
+type Event struct {
+	Kind Kind
+	// Desc is the blob or manifest concerned.
+	Desc ocispec.Descriptor
+	// Offset is the number of payload bytes of Desc committed or verified so
+	// far. For Resumed it is the offset the new attempt continues from; for
+	// Completed it is Desc.Size.
+	Offset int64
+	// Wire is the number of bytes this blob has moved over the wire so far,
+	// across all attempts, counting bytes sent again after a restart. Wire
+	// divided by Desc.Size is the re-send overhead. Zero when the emitter
+	// does not count.
+	Wire int64
+	// Attempt is the 1-based attempt the event belongs to.
+	Attempt int
+	// Reason is a short human reason: "connection reset" or "HTTP 503" for
+	// Retrying and Failed, "exists" for Skipped, "from repo X" for Mounted,
+	// the message itself for Note.
+	Reason string
+	// Backoff is, for Retrying, the wait slept before the next attempt.
+	Backoff time.Duration
+	// Err is, for Retrying and Failed, the cause.
+	Err error
+	// Time is when the event happened, set by the emitter. The zero Time
+	// means "now" to the Tracker.
+	Time time.Time
+}
+
+// Observer receives transfer events. See the package documentation for the
+// concurrency contract every implementation must honour.
+type Observer interface {
+	OnEvent(Event)
+}
+
+// Func adapts an ordinary function to an Observer. A nil Func ignores
+// events.
+type Func func(Event)
+
+// OnEvent calls f(e).
+func (f Func) OnEvent(e Event) {
+	if f != nil {
+		f(e)
+	}
+}
+
+// Multi returns an Observer that passes each event to every observer, in
+// the order given. Nil observers are skipped; with none left, Multi returns
+// an Observer that ignores events. An observer that blocks delays the ones
+// after it, so keep each one quick.
+func Multi(observers ...Observer) Observer {
+	var all multi
+	for _, o := range observers {
+		switch o := o.(type) {
+		case nil:
+		case multi:
+			all = append(all, o...)
+		default:
+			all = append(all, o)
+		}
+	}
+	switch len(all) {
+	case 0:
+		return nop{}
+	case 1:
+		return all[0]
+	}
+	return all
+}
+
+// multi is never mutated after Multi returns it, so sharing it across
+// goroutines and flattening it into another multi are both safe.
+type multi []Observer
+
+func (m multi) OnEvent(e Event) {
+	for _, o := range m {
+		o.OnEvent(e)
+	}
+}
+
+type nop struct{}
+
+func (nop) OnEvent(Event) {}
