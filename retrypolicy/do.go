@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -60,82 +61,162 @@ func Do(ctx context.Context, cfg Config, size int64, fn func(context.Context) er
 // never advances fails after MaxAttempts attempts. A nil committed makes
 // DoResumable behave as Do.
 func DoResumable(ctx context.Context, cfg Config, size int64, committed func() int64, fn func(context.Context) error) error {
-	if err := cfg.Validate(); err != nil {
+	r, err := NewRetrier(cfg, size)
+	if err != nil {
 		return err
 	}
-	cfg = cfg.withDefaults()
 	if committed == nil {
 		committed = func() int64 { return 0 }
 	}
-	sleep := cfg.sleep
-	if sleep == nil {
-		sleep = sleepContext
-	}
-	bo := newBackoff(cfg)
-
-	withoutProgress := 0
-	for attempt := 1; ; attempt++ {
+	for {
 		if err := ctx.Err(); err != nil {
-			return &Error{Attempts: attempt - 1, Err: cancelled(ctx, nil)}
+			return &Error{Attempts: r.attempts, Err: cancelled(ctx, nil)}
 		}
-		start := committed()
-		timeout := cfg.PerAttemptTimeout(size - start)
-		err := runAttempt(ctx, attempt, timeout, fn)
+		actx, cancel := r.Begin(ctx, committed())
+		err := fn(actx)
 		if err == nil {
+			cancel(nil)
 			return nil
 		}
-		if ctx.Err() != nil {
-			return &Error{Attempts: attempt, Err: cancelled(ctx, err)}
-		}
-		if !IsRetryable(err) {
-			return &Error{Attempts: attempt, Err: err}
-		}
-
-		offset := committed()
-		progressed := offset-start >= cfg.MinProgress
-		if progressed {
-			withoutProgress = 0
-			bo.Reset()
-		}
-		withoutProgress++
-		if withoutProgress >= cfg.MaxAttempts {
-			return &Error{Attempts: attempt, Err: err}
-		}
-
-		wait := min(bo.NextBackOff(), cfg.MaxBackoff)
-		if ra, ok := RetryAfter(err); ok && cfg.MaxRetryAfter > 0 {
-			wait = max(wait, min(ra, cfg.MaxRetryAfter))
-		}
-		if cfg.OnRetry != nil {
-			cfg.OnRetry(RetryInfo{
-				Attempt:    attempt,
-				Err:        err,
-				Reason:     ShortReason(err),
-				Backoff:    wait,
-				Offset:     offset,
-				Progressed: progressed,
-			})
-		}
-		if sleep(ctx, wait) != nil {
-			return &Error{Attempts: attempt, Err: cancelled(ctx, err)}
+		err = r.Retry(ctx, err, committed())
+		cancel(nil)
+		if err != nil {
+			return err
 		}
 	}
 }
 
-// runAttempt runs fn under its own deadline and names that deadline in the
-// error when it is what ended the attempt.
-func runAttempt(ctx context.Context, attempt int, timeout time.Duration, fn func(context.Context) error) error {
-	actx := context.WithValue(ctx, attemptKey{}, attempt)
-	cancel := context.CancelFunc(func() {})
-	if timeout > 0 {
-		actx, cancel = context.WithTimeoutCause(actx, timeout, ErrAttemptTimeout)
+// Retrier is the state of one retry loop, for code that cannot hand Do a
+// function per attempt: a reader that heals itself between Read calls
+// begins an attempt when it opens a connection and asks Retry when a read
+// fails. Do and DoResumable are built on it. A Retrier is not safe for
+// concurrent use, except Cancel.
+type Retrier struct {
+	cfg             Config
+	size            int64
+	sleep           func(context.Context, time.Duration) error
+	bo              *backoff.ExponentialBackOff
+	attempts        int
+	withoutProgress int
+	start           int64
+	timeout         time.Duration
+
+	mu     sync.Mutex
+	actx   context.Context
+	cancel context.CancelCauseFunc
+}
+
+// NewRetrier returns the loop state for moving size bytes under cfg, or an
+// error wrapping ErrInvalidConfig.
+func NewRetrier(cfg Config, size int64) (*Retrier, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	defer cancel()
-	err := fn(actx)
-	if err != nil && ctx.Err() == nil && context.Cause(actx) == ErrAttemptTimeout {
-		return fmt.Errorf("%w (%s): %w", ErrAttemptTimeout, timeout, err)
+	cfg = cfg.withDefaults()
+	r := &Retrier{cfg: cfg, size: size, sleep: cfg.sleep, bo: newBackoff(cfg)}
+	if r.sleep == nil {
+		r.sleep = sleepContext
 	}
-	return err
+	return r, nil
+}
+
+// Attempts is the number of attempts begun so far.
+func (r *Retrier) Attempts() int { return r.attempts }
+
+// Begin starts the next attempt at offset (0 for a transfer that cannot
+// resume). The returned context carries the attempt's deadline, computed on
+// size - offset, and its number (AttemptNumber). The caller calls the
+// cancel function once the attempt is over and Retry, if needed, has been
+// asked; a cause given to Cancel while the attempt runs (ErrStalled from a
+// watchdog) is named in Retry's error.
+func (r *Retrier) Begin(ctx context.Context, offset int64) (context.Context, context.CancelCauseFunc) {
+	r.attempts++
+	r.start = offset
+	r.timeout = r.cfg.PerAttemptTimeout(r.size - offset)
+	actx := context.WithValue(ctx, attemptKey{}, r.attempts)
+	stopTimer := context.CancelFunc(func() {})
+	if r.timeout > 0 {
+		actx, stopTimer = context.WithTimeoutCause(actx, r.timeout, ErrAttemptTimeout)
+	}
+	actx, cancel := context.WithCancelCause(actx)
+	r.mu.Lock()
+	r.actx, r.cancel = actx, cancel
+	r.mu.Unlock()
+	return actx, func(cause error) { cancel(cause); stopTimer() }
+}
+
+// Cancel ends the current attempt with cause. It is safe to call from
+// another goroutine, and a no-op between attempts.
+func (r *Retrier) Cancel(cause error) {
+	r.mu.Lock()
+	cancel := r.cancel
+	r.mu.Unlock()
+	if cancel != nil {
+		cancel(cause)
+	}
+}
+
+// Retry decides what follows the current attempt's failure with err, the
+// transfer having reached offset. When another attempt is due it calls
+// OnRetry, sleeps the wait and returns nil. Otherwise it returns the final
+// *Error: err is permanent, the attempts without progress are used up, or
+// ctx ended (before or during the wait). An attempt deadline or a cause
+// passed to Cancel is named in the error.
+func (r *Retrier) Retry(ctx context.Context, err error, offset int64) error {
+	err = r.explain(ctx, err)
+	if ctx.Err() != nil {
+		return &Error{Attempts: r.attempts, Err: cancelled(ctx, err)}
+	}
+	if !IsRetryable(err) {
+		return &Error{Attempts: r.attempts, Err: err}
+	}
+	progressed := offset-r.start >= r.cfg.MinProgress
+	if progressed {
+		r.withoutProgress = 0
+		r.bo.Reset()
+	}
+	r.withoutProgress++
+	if r.withoutProgress >= r.cfg.MaxAttempts {
+		return &Error{Attempts: r.attempts, Err: err}
+	}
+	wait := min(r.bo.NextBackOff(), r.cfg.MaxBackoff)
+	if ra, ok := RetryAfter(err); ok && r.cfg.MaxRetryAfter > 0 {
+		wait = max(wait, min(ra, r.cfg.MaxRetryAfter))
+	}
+	if r.cfg.OnRetry != nil {
+		r.cfg.OnRetry(RetryInfo{
+			Attempt:    r.attempts,
+			Err:        err,
+			Reason:     ShortReason(err),
+			Backoff:    wait,
+			Offset:     offset,
+			Progressed: progressed,
+		})
+	}
+	if r.sleep(ctx, wait) != nil {
+		return &Error{Attempts: r.attempts, Err: cancelled(ctx, err)}
+	}
+	return nil
+}
+
+// explain names what ended the attempt when its context did: the attempt
+// deadline or a watchdog's cause, as long as the caller's ctx is alive.
+func (r *Retrier) explain(ctx context.Context, err error) error {
+	r.mu.Lock()
+	actx := r.actx
+	r.actx, r.cancel = nil, nil
+	r.mu.Unlock()
+	if actx == nil || ctx.Err() != nil || actx.Err() == nil {
+		return err
+	}
+	cause := context.Cause(actx)
+	switch {
+	case cause == nil || errors.Is(cause, context.Canceled) || errors.Is(err, cause):
+		return err
+	case cause == ErrAttemptTimeout:
+		return fmt.Errorf("%w (%s): %w", ErrAttemptTimeout, r.timeout, err)
+	}
+	return fmt.Errorf("%w: %w", cause, err)
 }
 
 // cancelled makes sure the caller's cancellation is what errors.Is sees,

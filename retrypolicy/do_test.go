@@ -364,3 +364,32 @@ func TestDoInvalidConfig(t *testing.T) {
 		t.Fatalf("zero Config invalid: %v", err)
 	}
 }
+
+func TestRetrierCancelNamesTheCause(t *testing.T) {
+	fs := &fakeSleep{}
+	r, err := NewRetrier(Config{sleep: fs.sleep, MaxAttempts: 2}, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	actx, cancel := r.Begin(ctx, 0)
+	go r.Cancel(ErrStalled) // a watchdog on another goroutine
+	<-actx.Done()
+	err = r.Retry(ctx, urlErr(context.Canceled), 0)
+	cancel(nil)
+	if err != nil || len(fs.waits) != 1 {
+		t.Fatalf("a stall must be retried: %v", err)
+	}
+	actx, cancel = r.Begin(ctx, 0)
+	if AttemptNumber(actx) != 2 {
+		t.Fatalf("attempt = %d", AttemptNumber(actx))
+	}
+	r.Cancel(ErrStalled)
+	err = r.Retry(ctx, urlErr(context.Canceled), 0)
+	cancel(nil)
+	var e *Error
+	if !errors.As(err, &e) || e.Attempts != 2 || !errors.Is(err, ErrStalled) || ShortReason(err) != "stalled" {
+		t.Fatalf("err = %v (%q)", err, ShortReason(err))
+	}
+	r.Cancel(ErrStalled) // between attempts: a no-op
+}
