@@ -9,3 +9,5 @@ require (
 	go.uber.org/goleak v1.3.0
 	oras.land/oras-go/v2 v2.7.0
 )
+
+require golang.org/x/sync v0.25.0

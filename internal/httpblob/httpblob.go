@@ -1,0 +1,374 @@
+// Package httpblob speaks the parts of the OCI distribution protocol that
+// oras-go's remote.Repository does not: a ranged blob GET that resumes a
+// broken download, and the chunked upload protocol (POST, PATCH with
+// Content-Range, GET for the status, PUT ?digest=) that resumes a broken
+// upload. Requests go through the repository's own client, so auth, its
+// token cache and the scopes oras-go would use all apply.
+package httpblob
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/registry"
+	"oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/auth"
+
+	"github.com/sturdyoci/sturdy/retrypolicy"
+)
+
+// Errors callers branch on.
+var (
+	// ErrRangeIgnored: the server answered a ranged GET with the whole
+	// blob (200), so the download cannot continue where it broke.
+	ErrRangeIgnored = errors.New("registry ignored the Range header")
+	// ErrBadContentRange: a 206 whose Content-Range does not start at the
+	// requested offset or does not match the blob size.
+	ErrBadContentRange = errors.New("registry sent a Content-Range that does not match the request")
+	// ErrChunkedUnsupported: the registry refused the chunked upload
+	// protocol or cannot report an upload's offset.
+	ErrChunkedUnsupported = errors.New("registry does not support resumable chunked uploads")
+	// ErrUnsafeLocation: an upload Location on another host or downgrading
+	// https to http; oras-go refuses these too (GHSA-jxpm-75mh-9fp7).
+	ErrUnsafeLocation = errors.New("unsafe upload location")
+)
+
+// Repo addresses one repository through a remote.Repository's client.
+type Repo struct {
+	Client    remote.Client
+	Ref       registry.Reference
+	PlainHTTP bool
+}
+
+// FromRepository returns the Repo behind r.
+func FromRepository(r *remote.Repository) *Repo {
+	c := r.Client
+	if c == nil {
+		c = auth.DefaultClient
+	}
+	return &Repo{Client: c, Ref: r.Reference, PlainHTTP: r.PlainHTTP}
+}
+
+func (r *Repo) scheme() string {
+	if r.PlainHTTP {
+		return "http"
+	}
+	return "https"
+}
+
+func (r *Repo) base() string {
+	return fmt.Sprintf("%s://%s/v2/%s", r.scheme(), r.Ref.Host(), r.Ref.Repository)
+}
+
+func (r *Repo) pullCtx(ctx context.Context) context.Context {
+	return auth.AppendRepositoryScope(ctx, r.Ref, auth.ActionPull)
+}
+
+func (r *Repo) pushCtx(ctx context.Context) context.Context {
+	return auth.AppendRepositoryScope(ctx, r.Ref, auth.ActionPull, auth.ActionPush)
+}
+
+// OpenRange GETs desc's content from offset on. At offset 0 it is a plain
+// GET. Past 0 it sends Range: bytes=offset- and accepts only a 206 whose
+// Content-Range starts at offset and names desc.Size; a 200 returns
+// ErrRangeIgnored with the full body still open, so the caller may discard
+// up to offset instead of opening yet another connection. The client
+// follows redirects (to storage) afresh on every call.
+func (r *Repo) OpenRange(ctx context.Context, desc ocispec.Descriptor, offset int64) (io.ReadCloser, error) {
+	u := r.base() + "/blobs/" + desc.Digest.String()
+	req, err := http.NewRequestWithContext(r.pullCtx(ctx), http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	if offset > 0 {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", offset))
+	}
+	resp, err := r.Client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case resp.StatusCode == http.StatusOK:
+		if resp.ContentLength >= 0 && resp.ContentLength != desc.Size {
+			resp.Body.Close()
+			return nil, fmt.Errorf("blob %s: server sent %d bytes, descriptor says %d: %w",
+				desc.Digest, resp.ContentLength, desc.Size, errSizeMismatch)
+		}
+		if offset > 0 {
+			return resp.Body, ErrRangeIgnored
+		}
+		return resp.Body, nil
+	case resp.StatusCode == http.StatusPartialContent && offset > 0:
+		start, end, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
+		if !ok || start != offset || (total >= 0 && total != desc.Size) || (end >= 0 && end != desc.Size-1) {
+			resp.Body.Close()
+			return nil, fmt.Errorf("blob %s: asked for bytes %d-, got Content-Range %q: %w",
+				desc.Digest, offset, resp.Header.Get("Content-Range"), ErrBadContentRange)
+		}
+		return resp.Body, nil
+	case resp.StatusCode == http.StatusNotFound:
+		resp.Body.Close()
+		return nil, fmt.Errorf("blob %s: %w", desc.Digest, retrypolicy.FromResponse(resp))
+	default:
+		defer resp.Body.Close()
+		return nil, retrypolicy.FromResponse(resp)
+	}
+}
+
+var errSizeMismatch = errors.New("size mismatch")
+
+// parseContentRange reads "bytes a-b/size" (size may be "*": -1).
+func parseContentRange(v string) (start, end, total int64, ok bool) {
+	v = strings.TrimSpace(v)
+	rest, found := strings.CutPrefix(v, "bytes ")
+	if !found {
+		return 0, 0, 0, false
+	}
+	rng, size, found := strings.Cut(rest, "/")
+	if !found {
+		return 0, 0, 0, false
+	}
+	a, b, found := strings.Cut(rng, "-")
+	if !found {
+		return 0, 0, 0, false
+	}
+	var err error
+	if start, err = strconv.ParseInt(a, 10, 64); err != nil || start < 0 {
+		return 0, 0, 0, false
+	}
+	if end, err = strconv.ParseInt(b, 10, 64); err != nil || end < start {
+		return 0, 0, 0, false
+	}
+	total = -1
+	if size != "*" {
+		if total, err = strconv.ParseInt(size, 10, 64); err != nil || total <= end {
+			return 0, 0, 0, false
+		}
+	}
+	return start, end, total, true
+}
+
+// Upload is one chunked upload session.
+type Upload struct {
+	repo *Repo
+	// origin is the URL the session was started at; every Location must
+	// stay on its host and scheme.
+	origin *url.URL
+	// location is the newest Location the registry gave.
+	location *url.URL
+	// Offset is the number of bytes the registry has confirmed.
+	Offset int64
+	// MinChunk is the registry's OCI-Chunk-Min-Length, 0 if none.
+	MinChunk int64
+	// rejectedAtZero: a PATCH at offset 0 got a 416, so a status of "0-0"
+	// means one byte, not none (see parseUploadRange).
+	rejectedAtZero bool
+}
+
+// StartUpload POSTs a new upload session.
+func (r *Repo) StartUpload(ctx context.Context) (*Upload, error) {
+	u := r.base() + "/blobs/uploads/"
+	req, err := http.NewRequestWithContext(r.pushCtx(ctx), http.MethodPost, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := r.Client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return nil, retrypolicy.FromResponse(resp)
+	}
+	up := &Upload{repo: r, origin: req.URL}
+	if err := up.follow(resp); err != nil {
+		return nil, err
+	}
+	if v, err := strconv.ParseInt(resp.Header.Get("OCI-Chunk-Min-Length"), 10, 64); err == nil && v > 0 {
+		up.MinChunk = v
+	}
+	return up, nil
+}
+
+// follow takes the response's Location as the session's next URL, after
+// the same checks oras-go makes.
+func (up *Upload) follow(resp *http.Response) error {
+	loc, err := resp.Location()
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrChunkedUnsupported, err)
+	}
+	if !sameHost(loc, up.origin) {
+		return fmt.Errorf("%w: Location host %q differs from registry host %q", ErrUnsafeLocation, loc.Host, up.origin.Host)
+	}
+	if up.origin.Scheme == "https" && loc.Scheme != "https" {
+		return fmt.Errorf("%w: Location downgrades https to %s", ErrUnsafeLocation, loc.Scheme)
+	}
+	up.location = loc
+	return nil
+}
+
+func sameHost(a, b *url.URL) bool {
+	port := func(u *url.URL) string {
+		if p := u.Port(); p != "" {
+			return p
+		}
+		if u.Scheme == "https" {
+			return "443"
+		}
+		return "80"
+	}
+	return a.Hostname() == b.Hostname() && port(a) == port(b)
+}
+
+// Status asks the registry how many bytes it holds (GET on the newest
+// Location, its Range header) and updates Offset and the Location.
+func (up *Upload) Status(ctx context.Context) (int64, error) {
+	req, err := http.NewRequestWithContext(up.repo.pushCtx(ctx), http.MethodGet, up.location.String(), nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := up.repo.Client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusNoContent, http.StatusOK, http.StatusAccepted:
+	case http.StatusMethodNotAllowed, http.StatusNotImplemented:
+		return 0, fmt.Errorf("%w: %w", ErrChunkedUnsupported, retrypolicy.FromResponse(resp))
+	default:
+		return 0, retrypolicy.FromResponse(resp)
+	}
+	n, ok := parseUploadRange(resp.Header.Get("Range"))
+	if !ok {
+		return 0, fmt.Errorf("%w: no usable Range header in the upload status", ErrChunkedUnsupported)
+	}
+	if resp.Header.Get("Location") != "" {
+		if err := up.follow(resp); err != nil {
+			return 0, err
+		}
+	}
+	if n == 0 && up.rejectedAtZero {
+		n = 1
+	}
+	up.Offset = n
+	return n, nil
+}
+
+// parseUploadRange reads an upload's "0-N" Range header (some registries
+// write "bytes=0-N") as N+1 bytes. distribution writes "0-0" for an empty
+// upload as well as for one byte; this reads it as 0, and Patch's 416
+// handling settles the one-byte case.
+func parseUploadRange(v string) (int64, bool) {
+	v = strings.TrimPrefix(strings.TrimSpace(v), "bytes=")
+	a, b, ok := strings.Cut(v, "-")
+	if !ok || a != "0" {
+		return 0, false
+	}
+	end, err := strconv.ParseInt(b, 10, 64)
+	if err != nil || end < 0 {
+		return 0, false
+	}
+	if end == 0 {
+		return 0, true
+	}
+	return end + 1, true
+}
+
+// ErrOffsetMismatch is returned by Patch when the registry answered 416:
+// it holds a different number of bytes than Offset. Call Status and go on
+// from what it reports.
+var ErrOffsetMismatch = errors.New("registry holds a different upload offset")
+
+// Patch streams n bytes of body as the chunk starting at Offset and, on
+// success, advances Offset and follows the new Location. n must be known:
+// the Content-Range and Content-Length headers carry it.
+func (up *Upload) Patch(ctx context.Context, body io.Reader, n int64) error {
+	if n <= 0 {
+		return nil
+	}
+	req, err := http.NewRequestWithContext(up.repo.pushCtx(ctx), http.MethodPatch, up.location.String(), io.NopCloser(body))
+	if err != nil {
+		return err
+	}
+	req.ContentLength = n
+	req.Header.Set("Content-Type", "application/octet-stream")
+	// The bare "a-b" form: distribution answers the RFC form
+	// "bytes a-b/*" with a 500.
+	req.Header.Set("Content-Range", fmt.Sprintf("%d-%d", up.Offset, up.Offset+n-1))
+	resp, err := up.repo.Client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusAccepted, http.StatusNoContent, http.StatusCreated:
+	case http.StatusRequestedRangeNotSatisfiable:
+		if up.Offset == 0 {
+			up.rejectedAtZero = true
+		}
+		return fmt.Errorf("%w: %w", ErrOffsetMismatch, retrypolicy.FromResponse(resp))
+	case http.StatusMethodNotAllowed, http.StatusNotImplemented:
+		return fmt.Errorf("%w: %w", ErrChunkedUnsupported, retrypolicy.FromResponse(resp))
+	default:
+		return retrypolicy.FromResponse(resp)
+	}
+	if err := up.follow(resp); err != nil {
+		return err
+	}
+	want := up.Offset + n
+	if got, ok := parseUploadRange(resp.Header.Get("Range")); ok && got != want && !(got == 0 && want == 1) {
+		up.Offset = got
+		return fmt.Errorf("%w: registry reports %d bytes after a chunk that should end at %d", ErrOffsetMismatch, got, want)
+	}
+	up.Offset = want
+	return nil
+}
+
+// Commit completes the upload with PUT ?digest=. The registry verifies the
+// digest over everything it holds; nothing unverified is committed.
+func (up *Upload) Commit(ctx context.Context, d digest.Digest) error {
+	u := *up.location
+	q := u.Query()
+	q.Set("digest", d.String())
+	u.RawQuery = q.Encode()
+	req, err := http.NewRequestWithContext(up.repo.pushCtx(ctx), http.MethodPut, u.String(), http.NoBody)
+	if err != nil {
+		return err
+	}
+	req.GetBody = func() (io.ReadCloser, error) { return http.NoBody, nil }
+	req.ContentLength = 0
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := up.repo.Client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		return retrypolicy.FromResponse(resp)
+	}
+	return nil
+}
+
+// Cancel deletes the upload session; errors are ignored because an
+// abandoned session is garbage-collected by the registry anyway.
+func (up *Upload) Cancel(ctx context.Context) {
+	if up == nil || up.location == nil {
+		return
+	}
+	req, err := http.NewRequestWithContext(up.repo.pushCtx(ctx), http.MethodDelete, up.location.String(), nil)
+	if err != nil {
+		return
+	}
+	if resp, err := up.repo.Client.Do(req); err == nil {
+		resp.Body.Close()
+	}
+}

@@ -1,0 +1,422 @@
+package transfer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry"
+	"oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/errcode"
+
+	"github.com/sturdyoci/sturdy/internal/httpblob"
+	"github.com/sturdyoci/sturdy/retrypolicy"
+)
+
+// blobMover moves single blobs from a source to a destination.
+type blobMover struct {
+	opts    Options
+	src     source
+	srcRepo *remote.Repository // for automatic mounts; nil if not a registry
+	dst     content.Storage
+	dstRepo *remote.Repository // nil if the destination is not a registry
+	wd      watchdogConfig
+}
+
+func newBlobMover(src content.ReadOnlyStorage, dst content.Storage, opts Options) *blobMover {
+	m := &blobMover{opts: opts, src: newSource(src), dst: dst, wd: opts.watchdogConfig()}
+	if r, ok := unwrapTarget(src).(*remote.Repository); ok {
+		m.srcRepo = r
+	}
+	if r, ok := unwrapTarget(dst).(*remote.Repository); ok {
+		m.dstRepo = r
+	}
+	return m
+}
+
+// retryConfig is opts.Retry with OnRetry also reporting to the blob's
+// events.
+func (m *blobMover) retryConfig(ev *blobEvents) retrypolicy.Config {
+	cfg := m.opts.Retry
+	user := cfg.OnRetry
+	cfg.OnRetry = func(ri retrypolicy.RetryInfo) {
+		ev.retrying(ri.Attempt, ri.Offset, ri.Reason, ri.Backoff, ri.Err)
+		if user != nil {
+			user(ri)
+		}
+	}
+	return cfg
+}
+
+// copy moves one blob: skip if present, mount if possible, else upload
+// (resumable to a registry, healing reads into anything else).
+func (m *blobMover) copy(ctx context.Context, desc ocispec.Descriptor, ev *blobEvents) error {
+	exists, err := m.exists(ctx, desc)
+	if err != nil {
+		return err
+	}
+	if exists {
+		ev.skipped("exists")
+		return nil
+	}
+	if from, ok := m.mount(ctx, desc); ok {
+		ev.mounted(from)
+		return nil
+	}
+	ev.started(0)
+	if m.dstRepo != nil && !m.opts.Monolithic {
+		err = m.uploadChunked(ctx, desc, ev)
+		if errors.Is(err, httpblob.ErrChunkedUnsupported) {
+			ev.note("registry does not support resumable chunked uploads; falling back to monolithic upload (restarts from byte 0)")
+			err = m.pushWhole(ctx, desc, ev)
+		}
+	} else {
+		err = m.pushWhole(ctx, desc, ev)
+	}
+	if errors.Is(err, errdef.ErrAlreadyExists) {
+		err = nil // another copy pushed it meanwhile
+	}
+	if err != nil {
+		return err
+	}
+	ev.completed()
+	return nil
+}
+
+func (m *blobMover) exists(ctx context.Context, desc ocispec.Descriptor) (bool, error) {
+	var ok bool
+	err := retrypolicy.Do(ctx, m.metadataRetry(), 0, func(ctx context.Context) error {
+		var err error
+		ok, err = m.dst.Exists(ctx, desc)
+		return err
+	})
+	return ok, err
+}
+
+// metadataRetry is the policy for small requests (HEAD, manifests):
+// the blob policy without OnRetry, whose events are about bytes.
+func (m *blobMover) metadataRetry() retrypolicy.Config {
+	cfg := m.opts.Retry
+	cfg.OnRetry = nil
+	return cfg
+}
+
+// errNoMountFallback makes oras-go's Mount fail instead of falling back to
+// its own monolithic upload when the registry declines to mount.
+var errNoMountFallback = errors.New("mount declined")
+
+// mount tries a cross-repository mount from the source repository (same
+// registry) and from Options.MountFrom. Failures are not errors: the blob
+// is uploaded instead.
+func (m *blobMover) mount(ctx context.Context, desc ocispec.Descriptor) (string, bool) {
+	mounter, ok := unwrapTarget(m.dst).(registry.Mounter)
+	if !ok || m.dstRepo == nil {
+		return "", false
+	}
+	var from []string
+	if m.srcRepo != nil && m.srcRepo.Reference.Registry == m.dstRepo.Reference.Registry &&
+		m.srcRepo.Reference.Repository != m.dstRepo.Reference.Repository {
+		from = append(from, m.srcRepo.Reference.Repository)
+	}
+	from = append(from, m.opts.MountFrom...)
+	for _, repo := range from {
+		if repo == m.dstRepo.Reference.Repository {
+			continue
+		}
+		err := retrypolicy.Do(ctx, m.metadataRetry(), 0, func(ctx context.Context) error {
+			return mounter.Mount(ctx, desc, repo, func() (io.ReadCloser, error) { return nil, errNoMountFallback })
+		})
+		if err == nil {
+			return repo, true
+		}
+	}
+	return "", false
+}
+
+// pushWhole pushes through the destination's own Push. Reads from the
+// source heal themselves (resume where the source broke); the destination
+// itself starts from byte 0 on each of its attempts. A failure of the
+// destination to read (a registry that stops taking bytes) is cut after
+// twice the stall timeout, so that a stalled source is healed first.
+func (m *blobMover) pushWhole(ctx context.Context, desc ocispec.Descriptor, ev *blobEvents) error {
+	outer, err := retrypolicy.NewRetrier(m.retryConfig(ev), desc.Size)
+	if err != nil {
+		return err
+	}
+	dstWD := m.wd
+	if dstWD.stall > 0 {
+		dstWD.stall *= 2
+	}
+	dstWD.lowLimit = -1
+	restartedAfterMismatch := false
+	for {
+		inner, err := retrypolicy.NewRetrier(m.retryConfig(ev), desc.Size)
+		if err != nil {
+			return err
+		}
+		actx, cancel := outer.Begin(ctx, 0)
+		if outer.Attempts() > 1 {
+			ev.attemptStarts(0)
+		}
+		hr := newHealingReader(actx, desc, m.src, inner, m.wd, ev, 0)
+		stop := watch(dstWD, &hr.moved, outer.Cancel)
+		err = m.dst.Push(actx, desc, hr)
+		stop()
+		hr.Close()
+		if err == nil {
+			cancel(nil)
+			return nil
+		}
+		var re *readerError
+		if errors.As(hr.err, &re) {
+			err = re.err
+			if errors.Is(err, content.ErrMismatchedDigest) && hr.resumes > 0 && !restartedAfterMismatch {
+				// A resumed stream may have joined two different
+				// versions of the bytes: restart once from byte 0.
+				restartedAfterMismatch = true
+				cancel(nil)
+				ev.note("digest mismatch after a resumed download; restarting from byte 0")
+				continue
+			}
+			cancel(nil)
+			return err // already retried as far as the policy allows
+		}
+		err = outer.Retry(ctx, err, 0)
+		cancel(nil)
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// uploadChunked uploads to a registry with the chunked protocol and, after
+// a failure, asks the registry how much it holds and continues from there,
+// re-reading the source from that offset.
+func (m *blobMover) uploadChunked(ctx context.Context, desc ocispec.Descriptor, ev *blobEvents) error {
+	repo := httpblob.FromRepository(m.dstRepo)
+	ret, err := retrypolicy.NewRetrier(m.retryConfig(ev), desc.Size)
+	if err != nil {
+		return err
+	}
+	u := &chunkedUpload{m: m, repo: repo, desc: desc, ev: ev}
+	for {
+		actx, cancel := ret.Begin(ctx, u.committed)
+		err := u.attempt(actx, ret)
+		if err == nil {
+			cancel(nil)
+			return nil
+		}
+		if errors.Is(err, httpblob.ErrChunkedUnsupported) {
+			cancel(nil)
+			u.abandon(ctx)
+			return err
+		}
+		if u.digestRejected(err) && !u.restarted {
+			// The registry refused the digest of what it holds: the bytes
+			// were corrupted somewhere. Start a fresh session from byte 0,
+			// once.
+			u.restarted = true
+			cancel(nil)
+			u.abandon(ctx)
+			ev.note("registry rejected the digest; restarting the upload from byte 0")
+			continue
+		}
+		offset := u.settle(ctx)
+		err = ret.Retry(ctx, err, offset)
+		cancel(nil)
+		if err != nil {
+			u.abandon(context.WithoutCancel(ctx))
+			return err
+		}
+	}
+}
+
+type chunkedUpload struct {
+	m         *blobMover
+	repo      *httpblob.Repo
+	desc      ocispec.Descriptor
+	ev        *blobEvents
+	up        *httpblob.Upload
+	committed int64 // bytes the registry confirmed
+	sent      int64 // bytes streamed in the current attempt
+	stale     bool  // the offset must be asked before the next PATCH
+	restarted bool
+}
+
+func (u *chunkedUpload) attempt(ctx context.Context, ret *retrypolicy.Retrier) error {
+	u.sent = 0
+	if u.up == nil {
+		up, err := u.repo.StartUpload(ctx)
+		if err != nil {
+			return err
+		}
+		u.up, u.committed, u.stale = up, 0, false
+	}
+	if u.stale {
+		if _, err := u.up.Status(ctx); err != nil {
+			return err
+		}
+		u.committed, u.stale = u.up.Offset, false
+	}
+	if ret.Attempts() > 1 {
+		u.ev.attemptStarts(u.committed)
+	}
+	mismatches := 0
+	for u.committed < u.desc.Size {
+		err := u.patch(ctx, ret)
+		if errors.Is(err, httpblob.ErrOffsetMismatch) && mismatches < 3 {
+			// The registry's offset differs from ours; it may still be
+			// recording a broken PATCH. Ask again, a moment later.
+			mismatches++
+			if err := sleepCtx(ctx, time.Duration(mismatches)*50*time.Millisecond); err != nil {
+				return err
+			}
+			if _, err := u.up.Status(ctx); err != nil {
+				return err
+			}
+			u.committed = u.up.Offset
+			continue
+		}
+		if err != nil {
+			u.stale = true
+			if errors.Is(err, httpblob.ErrOffsetMismatch) {
+				return retrypolicy.Transient(err)
+			}
+			return err
+		}
+		u.committed = u.up.Offset
+	}
+	return u.up.Commit(ctx, u.desc.Digest)
+}
+
+// patch streams one chunk from the source at the committed offset.
+func (u *chunkedUpload) patch(ctx context.Context, ret *retrypolicy.Retrier) error {
+	n := u.desc.Size - u.committed
+	if cs := max(u.m.opts.ChunkSize, u.up.MinChunk); u.m.opts.ChunkSize > 0 && cs < n {
+		n = cs
+	}
+	rc, skip, err := u.m.src.open(ctx, u.desc, u.committed)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	body := &countingReader{r: rc, ev: u.ev}
+	if skip > 0 {
+		if _, err := io.CopyN(io.Discard, body, skip); err != nil {
+			return err
+		}
+	}
+	body.base = u.committed
+	body.track = true
+	stop := watch(u.m.wd, &body.moved, ret.Cancel)
+	err = u.up.Patch(ctx, io.LimitReader(body, n), n)
+	stop()
+	u.sent += body.payload
+	if err == nil && body.payload != n {
+		err = fmt.Errorf("source ended after %d of %d bytes: %w", body.payload, n, io.ErrUnexpectedEOF)
+	}
+	if body.err != nil && err != nil {
+		// The source broke the request: say so, rather than the
+		// client's complaint about a short body.
+		return fmt.Errorf("reading source: %w", body.err)
+	}
+	return err
+}
+
+// settle learns the registry's offset after a failed attempt, for the
+// progress rule. A registry may record a broken PATCH only when its handler
+// returns, so when the first answer shows no progress after a sizeable
+// send, it asks once more.
+func (u *chunkedUpload) settle(ctx context.Context) int64 {
+	if u.up == nil || u.sent == 0 {
+		return u.committed
+	}
+	before := u.committed
+	for i := 0; i < 2; i++ {
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		_, err := u.up.Status(sctx)
+		cancel()
+		if err != nil {
+			return u.committed
+		}
+		u.committed, u.stale = u.up.Offset, false
+		if u.committed > before || i == 1 {
+			break
+		}
+		if sleepCtx(ctx, 100*time.Millisecond) != nil {
+			break
+		}
+	}
+	return u.committed
+}
+
+func (u *chunkedUpload) abandon(ctx context.Context) {
+	if u.up != nil {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		u.up.Cancel(cctx)
+		cancel()
+	}
+	u.up, u.committed, u.stale = nil, 0, false
+}
+
+func (u *chunkedUpload) digestRejected(err error) bool {
+	var er *errcode.ErrorResponse
+	if errors.As(err, &er) {
+		if er.StatusCode != http.StatusBadRequest {
+			return false
+		}
+		for _, e := range er.Errors {
+			if e.Code == errcode.ErrorCodeDigestInvalid || e.Code == errcode.ErrorCodeSizeInvalid {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// countingReader counts what a PATCH takes from the source, feeds the
+// watchdog and the progress events, and remembers a source error.
+type countingReader struct {
+	r       io.Reader
+	ev      *blobEvents
+	moved   atomic.Int64
+	base    int64
+	payload int64
+	track   bool
+	err     error
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if n > 0 {
+		c.moved.Add(int64(n))
+		if c.track {
+			c.payload += int64(n)
+			c.ev.moved(int64(n), c.base+c.payload)
+		} else {
+			c.ev.dropped(int64(n))
+		}
+	}
+	if err != nil && err != io.EOF {
+		c.err = err
+	}
+	return n, err
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

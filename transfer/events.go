@@ -1,0 +1,128 @@
+package transfer
+
+import (
+	"sync"
+	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/sturdyoci/sturdy/progress"
+)
+
+// Progressed events go out when at least progressBytes and progressEvery
+// have passed since the last one, and at the end: a 10 GB/s link or a
+// 10k-blob copy does not spend its time in callbacks.
+const (
+	progressBytes = 1 << 20
+	progressEvery = 100 * time.Millisecond
+)
+
+// blobEvents emits the events of one blob. Its lock keeps them in order and
+// never concurrent, even when net/http's writer goroutine reports the bytes
+// of a request body while the blob's goroutine reports a response.
+type blobEvents struct {
+	mu      sync.Mutex
+	obs     progress.Observer
+	desc    ocispec.Descriptor
+	attempt int
+	wire    int64 // bytes moved for this blob so far, every attempt counted
+
+	lastOffset int64
+	lastAt     time.Time
+}
+
+func newBlobEvents(obs progress.Observer, desc ocispec.Descriptor) *blobEvents {
+	return &blobEvents{obs: obs, desc: desc, attempt: 1}
+}
+
+func (b *blobEvents) emit(e progress.Event) {
+	if b.obs == nil {
+		return
+	}
+	e.Desc = b.desc
+	if e.Attempt == 0 {
+		e.Attempt = b.attempt
+	}
+	e.Wire = b.wire
+	e.Time = time.Now()
+	b.obs.OnEvent(e)
+}
+
+func (b *blobEvents) started(offset int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.lastOffset, b.lastAt = offset, time.Now()
+	b.emit(progress.Event{Kind: progress.Started, Offset: offset})
+}
+
+// moved records n bytes read at the new offset and emits a throttled
+// Progressed event.
+func (b *blobEvents) moved(n, offset int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.wire += n
+	if b.obs == nil {
+		return
+	}
+	if offset < b.desc.Size && (offset-b.lastOffset < progressBytes || time.Since(b.lastAt) < progressEvery) {
+		return
+	}
+	b.lastOffset, b.lastAt = offset, time.Now()
+	b.emit(progress.Event{Kind: progress.Progressed, Offset: offset})
+}
+
+func (b *blobEvents) retrying(attempt int, offset int64, reason string, backoff time.Duration, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.emit(progress.Event{Kind: progress.Retrying, Attempt: attempt, Offset: offset, Reason: reason, Backoff: backoff, Err: err})
+	b.attempt = attempt + 1
+}
+
+// attemptStarts emits Resumed for an attempt that continues at offset > 0,
+// and resets the throttle so the bar moves at once.
+func (b *blobEvents) attemptStarts(offset int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.lastOffset, b.lastAt = offset, time.Now()
+	if offset > 0 {
+		b.emit(progress.Event{Kind: progress.Resumed, Offset: offset})
+	}
+}
+
+func (b *blobEvents) note(reason string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.emit(progress.Event{Kind: progress.Note, Reason: reason})
+}
+
+func (b *blobEvents) completed() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.emit(progress.Event{Kind: progress.Completed, Offset: b.desc.Size})
+}
+
+func (b *blobEvents) skipped(reason string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.emit(progress.Event{Kind: progress.Skipped, Offset: b.desc.Size, Reason: reason})
+}
+
+func (b *blobEvents) mounted(from string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.emit(progress.Event{Kind: progress.Mounted, Offset: b.desc.Size, Reason: "from " + from})
+}
+
+func (b *blobEvents) failed(reason string, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.emit(progress.Event{Kind: progress.Failed, Reason: reason, Err: err})
+}
+
+// dropped counts bytes read only to be thrown away (a source that cannot
+// start mid-blob): they crossed the wire, they are not progress.
+func (b *blobEvents) dropped(n int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.wire += n
+}

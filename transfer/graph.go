@@ -1,0 +1,273 @@
+package transfer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2"
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry"
+	"golang.org/x/sync/semaphore"
+
+	"github.com/sturdyoci/sturdy/retrypolicy"
+)
+
+// Copy copies the artifact tagged srcRef in src, with everything under it,
+// to dst and tags it dstRef (srcRef if dstRef is empty), like oras.Copy.
+// It returns the root descriptor.
+//
+// Every blob is moved under its own retry loop (Options.Retry) with
+// resume where the protocol allows; a blob that fails does not cancel the
+// others. The root is pushed and tagged only when everything under it is
+// in dst. On failure the error joins one *BlobError per failed node (each
+// naming its digest and attempts) and ErrIncomplete if a manifest was held
+// back. When ctx is cancelled Copy stops every transfer and returns an
+// error that matches ctx.Err(); nothing is tagged.
+func Copy(ctx context.Context, src oras.ReadOnlyTarget, srcRef string, dst oras.Target, dstRef string, opts Options) (ocispec.Descriptor, error) {
+	if dstRef == "" {
+		dstRef = srcRef
+	}
+	var root ocispec.Descriptor
+	err := retrypolicy.Do(ctx, metadataPolicy(opts), 0, func(ctx context.Context) error {
+		var err error
+		root, err = src.Resolve(ctx, srcRef)
+		return err
+	})
+	if err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("resolve %q: %w", srcRef, redacted(err))
+	}
+	if err := copyGraph(ctx, src, dst, root, dstRef, opts); err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	return root, nil
+}
+
+// CopyGraph copies the graph rooted at root from src to dst, like
+// oras.CopyGraph, with the guarantees of Copy (without the tag).
+func CopyGraph(ctx context.Context, src content.ReadOnlyStorage, dst content.Storage, root ocispec.Descriptor, opts Options) error {
+	return copyGraph(ctx, src, dst, root, "", opts)
+}
+
+func metadataPolicy(opts Options) retrypolicy.Config {
+	cfg := opts.Retry
+	cfg.OnRetry = nil
+	return cfg
+}
+
+type graphCopier struct {
+	src   content.ReadOnlyStorage
+	dst   content.Storage
+	opts  Options
+	blobs *blobMover
+	sem   *semaphore.Weighted
+
+	mu    sync.Mutex
+	nodes map[digest.Digest]*nodeResult
+	errs  []error
+}
+
+type nodeResult struct {
+	done chan struct{}
+	err  error
+}
+
+func copyGraph(ctx context.Context, src content.ReadOnlyStorage, dst content.Storage, root ocispec.Descriptor, tag string, opts Options) error {
+	if err := opts.Retry.Validate(); err != nil {
+		return err
+	}
+	g := &graphCopier{
+		src:   src,
+		dst:   dst,
+		opts:  opts,
+		blobs: newBlobMover(src, dst, opts),
+		sem:   semaphore.NewWeighted(int64(opts.concurrency())),
+		nodes: map[digest.Digest]*nodeResult{},
+	}
+	g.blobs.opts.Observer = opts.observer()
+	err := g.node(ctx, root, tag)
+	g.mu.Lock()
+	errs := g.errs
+	g.mu.Unlock()
+	if ctx.Err() != nil {
+		// Whatever else failed, the caller must see its cancellation.
+		errs = append([]error{ctx.Err()}, errs...)
+	}
+	if err != nil && len(errs) == 0 {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// node copies desc and everything under it, once per digest, and returns
+// an error if desc is not in dst afterwards.
+func (g *graphCopier) node(ctx context.Context, desc ocispec.Descriptor, tag string) error {
+	g.mu.Lock()
+	if r, ok := g.nodes[desc.Digest]; ok && tag == "" {
+		g.mu.Unlock()
+		select {
+		case <-r.done:
+			return r.err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	r := &nodeResult{done: make(chan struct{})}
+	g.nodes[desc.Digest] = r
+	g.mu.Unlock()
+
+	r.err = g.copyNode(ctx, desc, tag)
+	close(r.done)
+	return r.err
+}
+
+func (g *graphCopier) copyNode(ctx context.Context, desc ocispec.Descriptor, tag string) error {
+	ev := newBlobEvents(g.blobs.opts.Observer, desc)
+	if !isManifest(desc) {
+		if err := g.sem.Acquire(ctx, 1); err != nil {
+			return err
+		}
+		defer g.sem.Release(1)
+		if err := g.blobs.copy(ctx, desc, ev); err != nil {
+			g.fail(ev, desc, err)
+			return err
+		}
+		return nil
+	}
+
+	// A manifest already in dst is taken as complete, with its subgraph,
+	// as oras-go does; with a tag it is still tagged.
+	if tag == "" {
+		exists, err := g.blobs.exists(ctx, desc)
+		if err != nil {
+			g.fail(ev, desc, err)
+			return err
+		}
+		if exists {
+			ev.skipped("exists")
+			return nil
+		}
+	}
+	raw, err := g.fetchManifest(ctx, desc)
+	if err != nil {
+		g.fail(ev, desc, err)
+		return err
+	}
+	children, err := content.Successors(ctx, bytesFetcher{desc, raw}, desc)
+	if err != nil {
+		err = retrypolicy.Permanent(fmt.Errorf("parse manifest: %w", err))
+		g.fail(ev, desc, err)
+		return err
+	}
+	var wg sync.WaitGroup
+	var failed sync.Once
+	childErr := false
+	for _, c := range children {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if g.node(ctx, c, "") != nil {
+				failed.Do(func() { childErr = true })
+			}
+		}()
+	}
+	wg.Wait()
+	if childErr || ctx.Err() != nil {
+		g.mu.Lock()
+		g.errs = append(g.errs, fmt.Errorf("%w: %s %s", ErrIncomplete, desc.MediaType, desc.Digest))
+		g.mu.Unlock()
+		return ErrIncomplete
+	}
+	ev.started(0)
+	if err := g.pushManifest(ctx, desc, raw, tag); err != nil {
+		g.fail(ev, desc, err)
+		return err
+	}
+	ev.completed()
+	return nil
+}
+
+func (g *graphCopier) fail(ev *blobEvents, desc ocispec.Descriptor, err error) {
+	if ctx := errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded); ctx {
+		ev.failed("canceled", err)
+	} else {
+		ev.failed(retrypolicy.ShortReason(err), err)
+	}
+	g.mu.Lock()
+	g.errs = append(g.errs, blobError(desc, redacted(err)))
+	g.mu.Unlock()
+}
+
+// fetchManifest reads a manifest whole, verified, under the retry policy.
+func (g *graphCopier) fetchManifest(ctx context.Context, desc ocispec.Descriptor) ([]byte, error) {
+	if desc.Size > g.opts.maxMetadataBytes() {
+		return nil, retrypolicy.Permanent(fmt.Errorf("manifest %s is %d bytes, more than MaxMetadataBytes %d: %w",
+			desc.Digest, desc.Size, g.opts.maxMetadataBytes(), errdef.ErrSizeExceedsLimit))
+	}
+	var raw []byte
+	err := retrypolicy.Do(ctx, metadataPolicy(g.opts), desc.Size, func(ctx context.Context) error {
+		rc, err := g.src.Fetch(ctx, desc)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		raw, err = content.ReadAll(rc, desc)
+		return err
+	})
+	return raw, err
+}
+
+func (g *graphCopier) pushManifest(ctx context.Context, desc ocispec.Descriptor, raw []byte, tag string) error {
+	return retrypolicy.Do(ctx, metadataPolicy(g.opts), desc.Size, func(ctx context.Context) error {
+		var err error
+		if tag != "" {
+			if rp, ok := unwrapTarget(g.dst).(registry.ReferencePusher); ok {
+				return rp.PushReference(ctx, desc, bytes.NewReader(raw), tag)
+			}
+		}
+		err = g.dst.Push(ctx, desc, bytes.NewReader(raw))
+		if errors.Is(err, errdef.ErrAlreadyExists) {
+			err = nil
+		}
+		if err != nil || tag == "" {
+			return err
+		}
+		tagger, ok := g.dst.(content.Tagger)
+		if !ok {
+			return retrypolicy.Permanent(fmt.Errorf("destination cannot tag %q: %w", tag, errdef.ErrUnsupported))
+		}
+		return tagger.Tag(ctx, desc, tag)
+	})
+}
+
+// bytesFetcher serves one manifest already in memory to content.Successors.
+type bytesFetcher struct {
+	desc ocispec.Descriptor
+	raw  []byte
+}
+
+func (f bytesFetcher) Fetch(_ context.Context, d ocispec.Descriptor) (io.ReadCloser, error) {
+	if d.Digest != f.desc.Digest {
+		return nil, errdef.ErrNotFound
+	}
+	return io.NopCloser(bytes.NewReader(f.raw)), nil
+}
+
+// isManifest reports whether desc is a manifest or an index, whose bytes
+// are read whole and whose children are copied first.
+func isManifest(desc ocispec.Descriptor) bool {
+	switch desc.MediaType {
+	case ocispec.MediaTypeImageManifest, ocispec.MediaTypeImageIndex,
+		"application/vnd.docker.distribution.manifest.v2+json",
+		"application/vnd.docker.distribution.manifest.list.v2+json",
+		"application/vnd.oci.artifact.manifest.v1+json":
+		return true
+	}
+	return false
+}

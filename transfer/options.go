@@ -1,0 +1,103 @@
+package transfer
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/sturdyoci/sturdy/progress"
+	"github.com/sturdyoci/sturdy/retrypolicy"
+)
+
+// Defaults for the zero Options.
+const (
+	// DefaultConcurrency is the number of blobs moved at once.
+	DefaultConcurrency = 4
+	// DefaultStallTimeout cuts an attempt that moved no byte for this long.
+	DefaultStallTimeout = time.Minute
+	// DefaultLowSpeedLimit and DefaultLowSpeedTime cut an attempt that
+	// moved fewer than 1 KiB/s averaged over a minute (curl's
+	// --speed-limit/--speed-time idea): a trickle that a zero-progress rule
+	// never catches, set low enough that no working link trips it.
+	DefaultLowSpeedLimit int64 = 1 << 10
+	DefaultLowSpeedTime        = time.Minute
+	// DefaultMaxMetadataBytes bounds a manifest or index read into memory,
+	// as oras-go does.
+	DefaultMaxMetadataBytes int64 = 4 << 20
+)
+
+// Options configure Copy, CopyGraph and Wrap. The zero value is usable.
+type Options struct {
+	// Retry is the per-blob retry policy. Each blob gets its own loop;
+	// Retry.OnRetry, if set, is called for every blob (concurrently across
+	// blobs).
+	Retry retrypolicy.Config
+	// Concurrency bounds the blobs moved at once; 0 means
+	// DefaultConcurrency.
+	Concurrency int
+	// Observer receives progress events; nil means none. See package
+	// progress for the order and concurrency of events.
+	Observer progress.Observer
+	// StallTimeout cuts an attempt during which no byte moved for this
+	// long, and retries it ("stalled"). 0 means DefaultStallTimeout; < 0
+	// disables the check.
+	StallTimeout time.Duration
+	// LowSpeedLimit (bytes/s) and LowSpeedTime cut an attempt whose rate
+	// stayed below the limit for the whole window ("too slow"). 0 means the
+	// defaults; LowSpeedLimit < 0 disables the check.
+	LowSpeedLimit int64
+	LowSpeedTime  time.Duration
+	// MountFrom names repositories on the destination registry to try a
+	// cross-repository mount from before uploading a blob. When source and
+	// destination are repositories on the same registry, the source
+	// repository is tried first without being listed.
+	MountFrom []string
+	// MaxMetadataBytes bounds a manifest read into memory; 0 means
+	// DefaultMaxMetadataBytes.
+	MaxMetadataBytes int64
+	// ChunkSize caps the bytes sent in one PATCH of a chunked upload, for
+	// proxies that limit request bodies. 0 streams the rest of the blob in
+	// one PATCH per attempt. A registry's OCI-Chunk-Min-Length raises it.
+	ChunkSize int64
+	// Monolithic turns chunked uploads off: blobs are pushed with one PUT
+	// per attempt, restarting from byte 0 after a failure.
+	Monolithic bool
+	// Logger, if set, logs retries, resumes and failures (see
+	// progress.Log) in addition to Observer.
+	Logger *slog.Logger
+}
+
+func (o Options) concurrency() int {
+	if o.Concurrency > 0 {
+		return o.Concurrency
+	}
+	return DefaultConcurrency
+}
+
+func (o Options) maxMetadataBytes() int64 {
+	if o.MaxMetadataBytes > 0 {
+		return o.MaxMetadataBytes
+	}
+	return DefaultMaxMetadataBytes
+}
+
+func (o Options) observer() progress.Observer {
+	if o.Logger != nil {
+		return progress.Multi(o.Observer, progress.Log(o.Logger))
+	}
+	return progress.Multi(o.Observer)
+}
+
+// watchdogConfig resolves the stall and low-speed settings.
+func (o Options) watchdogConfig() watchdogConfig {
+	w := watchdogConfig{stall: o.StallTimeout, lowLimit: o.LowSpeedLimit, lowTime: o.LowSpeedTime}
+	if w.stall == 0 {
+		w.stall = DefaultStallTimeout
+	}
+	if w.lowLimit == 0 {
+		w.lowLimit = DefaultLowSpeedLimit
+	}
+	if w.lowTime <= 0 {
+		w.lowTime = DefaultLowSpeedTime
+	}
+	return w
+}

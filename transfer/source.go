@@ -1,0 +1,324 @@
+package transfer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"sync/atomic"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/registry/remote"
+
+	"github.com/sturdyoci/sturdy/internal/httpblob"
+	"github.com/sturdyoci/sturdy/retrypolicy"
+)
+
+// source opens a blob's content at an offset. It returns a reader and how
+// many leading bytes of it the caller must drop to reach offset (when the
+// source cannot seek or range).
+type source interface {
+	open(ctx context.Context, desc ocispec.Descriptor, offset int64) (rc io.ReadCloser, skip int64, err error)
+}
+
+func newSource(s content.Fetcher) source {
+	switch t := unwrapTarget(s).(type) {
+	case *remote.Repository:
+		return &registrySource{repo: httpblob.FromRepository(t), fetcher: t}
+	case content.Fetcher:
+		return fetcherSource{t}
+	}
+	return fetcherSource{s}
+}
+
+// registrySource continues a broken download with its own ranged GET.
+// oras-go's seekable reader is no help here: seeking to the current offset
+// after a failed read is a no-op, and it always opens a full GET first.
+type registrySource struct {
+	repo    *httpblob.Repo
+	fetcher content.Fetcher
+	// rangeIgnored is set once the registry answered a Range with the whole
+	// blob: later reopens read from 0 and drop what is already here,
+	// rather than asking again.
+	rangeIgnored atomic.Bool
+}
+
+func (s *registrySource) open(ctx context.Context, desc ocispec.Descriptor, offset int64) (io.ReadCloser, int64, error) {
+	if isManifest(desc) {
+		// Manifests live under /manifests/; they are small and fetched whole.
+		rc, err := s.fetcher.Fetch(ctx, desc)
+		return rc, offset, err
+	}
+	if s.rangeIgnored.Load() {
+		rc, err := s.repo.OpenRange(ctx, desc, 0)
+		return rc, offset, err
+	}
+	rc, err := s.repo.OpenRange(ctx, desc, offset)
+	if errors.Is(err, httpblob.ErrRangeIgnored) {
+		s.rangeIgnored.Store(true)
+		return rc, offset, nil
+	}
+	return rc, 0, err
+}
+
+// fetcherSource reads any content.Fetcher: local stores seek (oci.Store and
+// file.Store hand out *os.File), others are read from 0 and the first
+// offset bytes dropped.
+type fetcherSource struct{ f content.Fetcher }
+
+func (s fetcherSource) open(ctx context.Context, desc ocispec.Descriptor, offset int64) (io.ReadCloser, int64, error) {
+	rc, err := s.f.Fetch(ctx, desc)
+	if err != nil || offset == 0 {
+		return rc, 0, err
+	}
+	if sk, ok := rc.(io.Seeker); ok {
+		if _, err := sk.Seek(offset, io.SeekStart); err == nil {
+			return rc, 0, nil
+		}
+	}
+	return rc, offset, nil
+}
+
+// healingReader reads one blob from a source and, when a read fails with a
+// retryable error, reopens the source where it broke, under the blob's
+// retry policy: each reopen is an attempt with its own deadline on the
+// bytes still to come, the stall watchdog watches each connection, and the
+// consumer sees one unbroken stream. It checks the digest over the whole
+// stream, across reopens, and returns content.ErrMismatchedDigest instead
+// of io.EOF when it does not match.
+type healingReader struct {
+	ctx  context.Context
+	desc ocispec.Descriptor
+	src  source
+	ret  *retrypolicy.Retrier
+	wd   watchdogConfig
+	ev   *blobEvents
+
+	offset  int64
+	hash    hash.Hash // nil: not verified here (the stream began mid-blob)
+	resumes int
+
+	body   io.ReadCloser
+	skip   int64
+	cancel context.CancelCauseFunc
+	stopWD func()
+	moved  atomic.Int64 // every byte read from a body, dropped ones too
+	err    error        // sticky: io.EOF, or the final error
+}
+
+func newHealingReader(ctx context.Context, desc ocispec.Descriptor, src source, ret *retrypolicy.Retrier, wd watchdogConfig, ev *blobEvents, offset int64) *healingReader {
+	r := &healingReader{ctx: ctx, desc: desc, src: src, ret: ret, wd: wd, ev: ev, offset: offset}
+	if offset == 0 && desc.Digest.Validate() == nil {
+		r.hash = desc.Digest.Algorithm().Hash()
+	}
+	return r
+}
+
+func (r *healingReader) Read(p []byte) (int, error) {
+	for r.err == nil {
+		if r.body == nil {
+			r.open()
+			continue
+		}
+		if r.skip > 0 {
+			r.drop()
+			continue
+		}
+		remaining := r.desc.Size - r.offset
+		if remaining <= 0 {
+			r.finish()
+			continue
+		}
+		if int64(len(p)) > remaining {
+			p = p[:remaining]
+		}
+		n, err := r.body.Read(p)
+		if n > 0 {
+			r.advance(p[:n])
+			if r.offset == r.desc.Size {
+				r.finish()
+				if r.err == io.EOF {
+					return n, nil
+				}
+				return n, r.err
+			}
+		}
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF // shorter than the descriptor says
+			}
+			r.fail(err)
+		}
+		if n > 0 {
+			return n, nil
+		}
+	}
+	return 0, r.err
+}
+
+func (r *healingReader) advance(b []byte) {
+	n := int64(len(b))
+	if r.hash != nil {
+		r.hash.Write(b)
+	}
+	r.offset += n
+	r.moved.Add(n)
+	if r.ev != nil {
+		r.ev.moved(n, r.offset)
+	}
+}
+
+// drop reads and discards the bytes before offset of a source that cannot
+// start there. They cross the wire again; they are counted as wire bytes.
+func (r *healingReader) drop() {
+	buf := make([]byte, min(r.skip, 256<<10))
+	for r.skip > 0 {
+		n, err := r.body.Read(buf[:min(r.skip, int64(len(buf)))])
+		r.skip -= int64(n)
+		r.moved.Add(int64(n))
+		if r.ev != nil {
+			r.ev.dropped(int64(n))
+		}
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			r.fail(err)
+			return
+		}
+	}
+}
+
+func (r *healingReader) open() {
+	actx, cancel := r.ret.Begin(r.ctx, r.offset)
+	if r.ret.Attempts() > 1 && r.ev != nil {
+		r.ev.attemptStarts(r.offset)
+	}
+	if r.ret.Attempts() > 1 && r.offset > 0 {
+		r.resumes++
+	}
+	body, skip, err := r.src.open(actx, r.desc, r.offset)
+	if err != nil {
+		if body != nil {
+			body.Close()
+		}
+		r.err = r.retry(err)
+		cancel(nil)
+		return
+	}
+	r.body, r.skip, r.cancel = body, skip, cancel
+	r.stopWD = watch(r.wd, &r.moved, r.ret.Cancel)
+}
+
+// fail ends the current connection after err and, if the policy allows,
+// leaves the reader ready to reopen where it stopped.
+func (r *healingReader) fail(err error) {
+	r.stopWD()
+	r.body.Close()
+	r.body = nil
+	r.err = r.retry(err)
+	r.cancel(nil)
+}
+
+func (r *healingReader) retry(err error) error {
+	if rerr := r.ret.Retry(r.ctx, err, r.offset); rerr != nil {
+		return &readerError{rerr}
+	}
+	return nil
+}
+
+func (r *healingReader) finish() {
+	r.closeBody()
+	if r.hash != nil {
+		if got := fmt.Sprintf("%s:%x", r.desc.Digest.Algorithm(), r.hash.Sum(nil)); got != r.desc.Digest.String() {
+			r.err = &readerError{fmt.Errorf("%w: got %s, want %s", content.ErrMismatchedDigest, got, r.desc.Digest)}
+			return
+		}
+	}
+	r.err = io.EOF
+}
+
+func (r *healingReader) closeBody() {
+	if r.body != nil {
+		r.stopWD()
+		r.body.Close()
+		r.body = nil
+		r.cancel(nil)
+	}
+}
+
+// Close releases the connection. Reads after Close fail.
+func (r *healingReader) Close() error {
+	r.closeBody()
+	if r.err == nil {
+		r.err = errReaderClosed
+	}
+	return nil
+}
+
+var errReaderClosed = errors.New("reader closed")
+
+// readerError marks an error that the healing reader already retried as
+// far as the policy allows: the code around it must not retry it again.
+type readerError struct{ err error }
+
+func (e *readerError) Error() string { return e.err.Error() }
+func (e *readerError) Unwrap() error { return e.err }
+
+// finalReaderError returns the reader's own final error if err came from
+// it, unwrapping the destination's wrapping.
+func finalReaderError(err error) (error, bool) {
+	var re *readerError
+	if errors.As(err, &re) {
+		return re.err, true
+	}
+	return nil, false
+}
+
+// errCannotReread: a pushed stream broke and the registry holds fewer
+// bytes than were read from it, and the reader can neither seek nor be
+// reopened: the caller's content is gone.
+var errCannotReread = errors.New("content cannot be re-read from the offset the registry holds")
+
+// readerSource serves Wrap's Push: the caller's reader first, then, after a
+// failure, whatever can deliver the bytes from the registry's offset: the
+// source of a reader that came from a wrapped Fetch (a fresh ranged GET),
+// a Seek, or the reader itself when nothing was lost.
+func readerSource(r io.Reader) source { return &streamSource{r: r} }
+
+type streamSource struct {
+	r        io.Reader
+	consumed int64
+	used     bool
+}
+
+func (s *streamSource) open(ctx context.Context, desc ocispec.Descriptor, offset int64) (io.ReadCloser, int64, error) {
+	if !s.used && offset == 0 {
+		s.used = true
+		return io.NopCloser(&countingStream{s}), 0, nil
+	}
+	if fb, ok := s.r.(*fetchedBlob); ok {
+		return fb.hr.src.open(ctx, desc, offset)
+	}
+	if sk, ok := s.r.(io.Seeker); ok {
+		if _, err := sk.Seek(offset, io.SeekStart); err != nil {
+			return nil, 0, retrypolicy.Permanent(fmt.Errorf("%w: %w", errCannotReread, err))
+		}
+		s.consumed = offset
+		return io.NopCloser(&countingStream{s}), 0, nil
+	}
+	if offset == s.consumed {
+		return io.NopCloser(&countingStream{s}), 0, nil
+	}
+	return nil, 0, retrypolicy.Permanent(fmt.Errorf("%w: registry holds %d bytes, %d were read", errCannotReread, offset, s.consumed))
+}
+
+type countingStream struct{ s *streamSource }
+
+func (c *countingStream) Read(p []byte) (int, error) {
+	n, err := c.s.r.Read(p)
+	c.s.consumed += int64(n)
+	return n, err
+}

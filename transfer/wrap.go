@@ -1,0 +1,260 @@
+package transfer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2"
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry"
+
+	"github.com/sturdyoci/sturdy/internal/httpblob"
+	"github.com/sturdyoci/sturdy/retrypolicy"
+)
+
+// Wrap returns t with sturdy's behaviour, for a pipeline that already calls
+// oras.Copy or oras.CopyGraph: pass the wrapped targets in place of the
+// originals and nothing else changes.
+//
+//   - Fetch of a blob returns a reader that heals itself: a broken or
+//     stalled connection is reopened where it stopped (a ranged GET on a
+//     registry), under opts.Retry, and the digest is checked over the whole
+//     stream. Manifests are fetched whole under the retry policy.
+//   - Push to a registry uses the resumable chunked upload; it resumes from
+//     the registry's offset when the content can be re-read from there (a
+//     reader from a wrapped source, or one that seeks). Pushes to other
+//     targets are retried when the content can be re-read from the start.
+//   - Exists, Resolve, Tag, FetchReference, PushReference and Mount are
+//     retried under the policy; errdef.ErrAlreadyExists and ErrNotFound
+//     pass through unchanged (they are permanent).
+//
+// The optional interfaces oras-go type-asserts are kept: the result
+// implements registry.ReferenceFetcher, registry.ReferencePusher,
+// registry.Mounter and content.PredecessorFinder exactly when t does (for
+// *remote.Repository, all of them), so oras.Copy takes the same paths.
+//
+// oras.Copy still runs its nodes in an errgroup that cancels siblings on
+// the first error; Wrap makes that first error rare, Copy removes it.
+func Wrap(t oras.Target, opts Options) oras.Target {
+	if t == nil {
+		return nil
+	}
+	w := &wrapped{t: unwrapTarget(t).(oras.Target), opts: opts}
+	w.src = newSource(w.t)
+	w.mover = newBlobMover(w.t, w.t, opts)
+	w.mover.opts.Observer = opts.observer()
+	_, rf := w.t.(registry.ReferenceFetcher)
+	_, rp := w.t.(registry.ReferencePusher)
+	_, mo := w.t.(registry.Mounter)
+	_, pf := w.t.(content.PredecessorFinder)
+	switch {
+	case rf && rp && mo && pf:
+		return &wrappedRegistry{wrappedGraph{w}}
+	case pf:
+		return &wrappedGraph{w}
+	}
+	return w
+}
+
+// unwrapTarget returns the target under a Wrap, so sturdy never runs its
+// loops twice over the same request.
+func unwrapTarget(t any) any {
+	for {
+		switch w := t.(type) {
+		case *wrapped:
+			t = w.t
+		case *wrappedGraph:
+			t = w.t
+		case *wrappedRegistry:
+			t = w.t
+		default:
+			return t
+		}
+	}
+}
+
+type wrapped struct {
+	t     oras.Target
+	opts  Options
+	src   source
+	mover *blobMover
+}
+
+func (w *wrapped) do(ctx context.Context, size int64, fn func(context.Context) error) error {
+	return redacted(retrypolicy.Do(ctx, metadataPolicy(w.opts), size, fn))
+}
+
+// Fetch implements content.Fetcher.
+func (w *wrapped) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
+	if isManifest(desc) && desc.Size <= w.opts.maxMetadataBytes() {
+		var raw []byte
+		err := w.do(ctx, desc.Size, func(ctx context.Context) error {
+			rc, err := w.t.Fetch(ctx, desc)
+			if err != nil {
+				return err
+			}
+			defer rc.Close()
+			raw, err = content.ReadAll(rc, desc)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		return io.NopCloser(bytes.NewReader(raw)), nil
+	}
+	ev := newBlobEvents(w.mover.opts.Observer, desc)
+	ret, err := retrypolicy.NewRetrier(w.mover.retryConfig(ev), desc.Size)
+	if err != nil {
+		return nil, err
+	}
+	hr := newHealingReader(ctx, desc, w.src, ret, w.mover.wd, ev, 0)
+	// Open now, so that a blob that is not there fails here, where
+	// oras-go expects it, and not on the first Read.
+	var first [0]byte
+	if _, err := hr.Read(first[:]); err != nil && err != io.EOF {
+		hr.Close()
+		if re, ok := finalReaderError(err); ok {
+			err = re
+		}
+		return nil, redacted(err)
+	}
+	return &fetchedBlob{hr: hr}, nil
+}
+
+// fetchedBlob is the healing reader handed to a caller; it strips the
+// reader's internal error marker.
+type fetchedBlob struct{ hr *healingReader }
+
+func (f *fetchedBlob) Read(p []byte) (int, error) {
+	n, err := f.hr.Read(p)
+	if re, ok := finalReaderError(err); ok {
+		err = redacted(re)
+	}
+	return n, err
+}
+
+func (f *fetchedBlob) Close() error { return f.hr.Close() }
+
+// Push implements content.Pusher.
+func (w *wrapped) Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader) error {
+	if isManifest(desc) && desc.Size <= w.opts.maxMetadataBytes() {
+		raw, err := content.ReadAll(r, desc)
+		if err != nil {
+			return err
+		}
+		return w.do(ctx, desc.Size, func(ctx context.Context) error {
+			return w.t.Push(ctx, desc, bytes.NewReader(raw))
+		})
+	}
+	ev := newBlobEvents(w.mover.opts.Observer, desc)
+	ev.started(0)
+	m := *w.mover
+	m.src = readerSource(r)
+	var err error
+	if m.dstRepo != nil && !m.opts.Monolithic {
+		err = m.uploadChunked(ctx, desc, ev)
+		if errors.Is(err, httpblob.ErrChunkedUnsupported) {
+			ev.note("registry does not support resumable chunked uploads; falling back to monolithic upload")
+			err = m.pushWhole(ctx, desc, ev)
+		}
+	} else {
+		err = m.pushWhole(ctx, desc, ev)
+	}
+	if err != nil {
+		if !errors.Is(err, errdef.ErrAlreadyExists) {
+			ev.failed(retrypolicy.ShortReason(err), err)
+		}
+		return redacted(err)
+	}
+	ev.completed()
+	return nil
+}
+
+// Exists implements content.Storage.
+func (w *wrapped) Exists(ctx context.Context, desc ocispec.Descriptor) (bool, error) {
+	var ok bool
+	err := w.do(ctx, 0, func(ctx context.Context) error {
+		var err error
+		ok, err = w.t.Exists(ctx, desc)
+		return err
+	})
+	return ok, err
+}
+
+// Resolve implements content.Resolver.
+func (w *wrapped) Resolve(ctx context.Context, ref string) (ocispec.Descriptor, error) {
+	var d ocispec.Descriptor
+	err := w.do(ctx, 0, func(ctx context.Context) error {
+		var err error
+		d, err = w.t.Resolve(ctx, ref)
+		return err
+	})
+	return d, err
+}
+
+// Tag implements content.Tagger.
+func (w *wrapped) Tag(ctx context.Context, desc ocispec.Descriptor, ref string) error {
+	return w.do(ctx, 0, func(ctx context.Context) error { return w.t.Tag(ctx, desc, ref) })
+}
+
+type wrappedGraph struct{ *wrapped }
+
+// Predecessors implements content.PredecessorFinder.
+func (w *wrappedGraph) Predecessors(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+	var ds []ocispec.Descriptor
+	err := w.do(ctx, 0, func(ctx context.Context) error {
+		var err error
+		ds, err = w.t.(content.PredecessorFinder).Predecessors(ctx, desc)
+		return err
+	})
+	return ds, err
+}
+
+type wrappedRegistry struct{ wrappedGraph }
+
+// FetchReference implements registry.ReferenceFetcher. The content is a
+// manifest; it is read whole under the retry policy.
+func (w *wrappedRegistry) FetchReference(ctx context.Context, ref string) (ocispec.Descriptor, io.ReadCloser, error) {
+	var d ocispec.Descriptor
+	var raw []byte
+	err := w.do(ctx, 0, func(ctx context.Context) error {
+		desc, rc, err := w.t.(registry.ReferenceFetcher).FetchReference(ctx, ref)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		if desc.Size > w.opts.maxMetadataBytes() {
+			return retrypolicy.Permanent(errdef.ErrSizeExceedsLimit)
+		}
+		raw, err = content.ReadAll(rc, desc)
+		d = desc
+		return err
+	})
+	if err != nil {
+		return ocispec.Descriptor{}, nil, err
+	}
+	return d, io.NopCloser(bytes.NewReader(raw)), nil
+}
+
+// PushReference implements registry.ReferencePusher.
+func (w *wrappedRegistry) PushReference(ctx context.Context, desc ocispec.Descriptor, r io.Reader, ref string) error {
+	raw, err := content.ReadAll(r, desc)
+	if err != nil {
+		return err
+	}
+	return w.do(ctx, desc.Size, func(ctx context.Context) error {
+		return w.t.(registry.ReferencePusher).PushReference(ctx, desc, bytes.NewReader(raw), ref)
+	})
+}
+
+// Mount implements registry.Mounter. When the registry declines, the blob
+// is pushed with getContent's reader (or fetched from fromRepo by oras-go).
+func (w *wrappedRegistry) Mount(ctx context.Context, desc ocispec.Descriptor, fromRepo string, getContent func() (io.ReadCloser, error)) error {
+	return w.do(ctx, 0, func(ctx context.Context) error {
+		return w.t.(registry.Mounter).Mount(ctx, desc, fromRepo, getContent)
+	})
+}
