@@ -1,0 +1,56 @@
+// Package registrytest runs a real OCI registry in-process, with faults on
+// the wire that tests can script while requests run, and byte counters.
+//
+// The registry is CNCF distribution v3 (registry/handlers.App), served on
+// 127.0.0.1 over plain HTTP or, with WithTLS, HTTPS with a self-signed
+// certificate that Client and Repository trust. It stores blobs with the
+// filesystem driver in a temporary directory: the inmemory driver copies its
+// whole buffer on every write, which makes a 64 MiB upload take ~25 s.
+// Distribution's logging (global logrus) and net/http's error log are
+// silenced. Tests use New, which closes the registry in t.Cleanup; main
+// programs (the demo, the benchmark) use Start and Close.
+//
+// # Faults
+//
+// Faults are a middleware in front of distribution's handler on the same
+// server: there is no proxy hop, so the Host header the client sent is the
+// one distribution builds upload Locations from (oras-go refuses a Location
+// on another host). The server's listener hands out connections that wrap
+// the *net.TCPConn, which is how a reset can be a real TCP RST and how bytes
+// are counted on the wire. Only HTTP/1.1 is served, since a fault acts on a
+// whole connection.
+//
+// A Rule picks requests by Kind (BlobGet, UploadPatch, ManifestPut...),
+// repository and digest, skips the first Skip matching requests and acts on
+// the next Times. Actions:
+//
+//   - ResetAfter(n): TCP RST after n body bytes, of the response (a blob GET)
+//     or of the request (an upload PATCH or PUT; the client is reset only
+//     after the registry has stored the n bytes it read);
+//   - ResetEvery(period): RST at the next multiple of period in the blob's
+//     coordinates (from Content-Range), so only a client that resumes
+//     finishes;
+//   - DropResponse: the registry does the work, the client gets a RST;
+//   - Respond(status): 429, 503, 5xx bursts (Times > 1), 401, 403, 404...
+//     with Retry-After in seconds or as a date and an OCI error body;
+//   - Stall(n): after n body bytes nothing moves, the connection stays open;
+//   - Trickle(n, rate): after n bytes, a few bytes per second;
+//   - Corrupt(off): one byte inverted at blob offset off;
+//   - Truncate(n): clean close after n response body bytes, so the client
+//     reads io.ErrUnexpectedEOF;
+//   - IgnoreRange: Range is stripped, a ranged GET gets 200 and the whole
+//     blob;
+//   - Delay(d): the response waits d.
+//
+// SetBandwidth (or WithBandwidth) caps every connection in either
+// direction. Stats reports bytes on the wire per direction, body bytes per
+// request kind and requests per kind and status; ResetStats starts over.
+//
+// WithTokenAuth adds a minimal bearer token service (tokens expire after a
+// TTL) and WithBasicAuth Basic credentials; Repository wires the credentials
+// into its oras-go auth client.
+//
+// Close releases every held connection and waits for the handlers, so that
+// goleak.VerifyNone(t, IgnoreLeaks()...) passes after it; IgnoreLeaks names
+// the one goroutine distribution itself leaks.
+package registrytest
