@@ -177,12 +177,16 @@ func (m *blobMover) pushWhole(ctx context.Context, desc ocispec.Descriptor, ev *
 		var re *readerError
 		if errors.As(hr.err, &re) {
 			err = re.err
-			if errors.Is(err, content.ErrMismatchedDigest) && hr.resumes > 0 && !restartedAfterMismatch {
-				// A resumed stream may have joined two different
-				// versions of the bytes: restart once from byte 0.
+			if errors.Is(err, content.ErrMismatchedDigest) && !restartedAfterMismatch {
+				// A resumed stream may have joined two versions of the
+				// bytes, or a proxy flipped one: restart once from 0.
 				restartedAfterMismatch = true
 				cancel(nil)
-				ev.note("digest mismatch after a resumed download; restarting from byte 0")
+				if hr.resumes > 0 {
+					ev.note("digest mismatch after a resumed download; restarting from byte 0")
+				} else {
+					ev.note("digest mismatch; restarting from byte 0")
+				}
 				continue
 			}
 			cancel(nil)

@@ -34,8 +34,11 @@
 // already received are dropped, rather than restarting the destination;
 // the repetition shows as wire bytes. Other sources are reopened and
 // seeked (oci.Store, file.Store) or read from 0 and dropped. The digest is
-// computed over the whole stream across reopens; a mismatch after a
-// resumed download restarts the blob once from byte 0, then fails.
+// computed over the whole stream across reopens; a mismatch (after a
+// resume, or a byte flipped on the way) restarts the blob once from byte 0,
+// then fails. Nothing unverified is committed: local stores verify what they
+// are given, and a registry verifies the digest of an upload before it
+// commits it.
 //
 // Uploads to a registry use the chunked protocol: POST, one streamed PATCH
 // per attempt (or Options.ChunkSize chunks), PUT ?digest=. After a failure

@@ -117,6 +117,9 @@ func newHealingReader(ctx context.Context, desc ocispec.Descriptor, src source, 
 }
 
 func (r *healingReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, r.err
+	}
 	for r.err == nil {
 		if r.body == nil {
 			r.open()
@@ -156,6 +159,18 @@ func (r *healingReader) Read(p []byte) (int, error) {
 		}
 	}
 	return 0, r.err
+}
+
+// prime opens the first connection, so that a blob that is not there fails
+// at once rather than on the first Read.
+func (r *healingReader) prime() error {
+	for r.err == nil && r.body == nil {
+		r.open()
+	}
+	if r.err != nil && r.err != io.EOF {
+		return r.err
+	}
+	return nil
 }
 
 func (r *healingReader) advance(b []byte) {

@@ -114,8 +114,7 @@ func (w *wrapped) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCl
 	hr := newHealingReader(ctx, desc, w.src, ret, w.mover.wd, ev, 0)
 	// Open now, so that a blob that is not there fails here, where
 	// oras-go expects it, and not on the first Read.
-	var first [0]byte
-	if _, err := hr.Read(first[:]); err != nil && err != io.EOF {
+	if err := hr.prime(); err != nil {
 		hr.Close()
 		if re, ok := finalReaderError(err); ok {
 			err = re

@@ -1,0 +1,190 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"go.uber.org/goleak"
+	"oras.land/oras-go/v2"
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/content/memory"
+	"oras.land/oras-go/v2/content/oci"
+	"oras.land/oras-go/v2/registry/remote"
+
+	"github.com/sturdyoci/sturdy/examples/registrytest"
+	"github.com/sturdyoci/sturdy/progress"
+	"github.com/sturdyoci/sturdy/retrypolicy"
+	"github.com/sturdyoci/sturdy/transfer"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, append(registrytest.IgnoreLeaks(),
+		// http.Transport keeps idle connections' goroutines until they time out.
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+	)...)
+}
+
+const MiB = 1 << 20
+
+// fast is the retry policy of these tests: real faults, tiny waits.
+func fast(attempts int) retrypolicy.Config {
+	return retrypolicy.Config{MaxAttempts: attempts, InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}
+}
+
+type artifact struct {
+	store  *memory.Store
+	root   ocispec.Descriptor
+	layers []ocispec.Descriptor
+	data   map[digest.Digest][]byte
+}
+
+func newArtifact(t testing.TB, sizes ...int) *artifact {
+	t.Helper()
+	ctx := context.Background()
+	a := &artifact{store: memory.New(), data: map[digest.Digest][]byte{}}
+	for _, n := range sizes {
+		b := make([]byte, n)
+		if _, err := rand.Read(b); err != nil {
+			t.Fatal(err)
+		}
+		d := content.NewDescriptorFromBytes("application/vnd.sturdy.test.layer", b)
+		if err := a.store.Push(ctx, d, bytes.NewReader(b)); err != nil {
+			t.Fatal(err)
+		}
+		a.layers = append(a.layers, d)
+		a.data[d.Digest] = b
+	}
+	root, err := oras.PackManifest(ctx, a.store, oras.PackManifestVersion1_1, "application/vnd.sturdy.test",
+		oras.PackManifestOptions{Layers: a.layers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.store.Tag(ctx, root, "v1"); err != nil {
+		t.Fatal(err)
+	}
+	a.root = root
+	return a
+}
+
+func repo(t testing.TB, reg *registrytest.Registry, name string) *remote.Repository {
+	t.Helper()
+	r, err := reg.Repository(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// seed pushes a into the registry with plain oras-go, no faults.
+func seed(t testing.TB, reg *registrytest.Registry, name string, a *artifact) *remote.Repository {
+	t.Helper()
+	r := repo(t, reg, name)
+	if _, err := oras.Copy(context.Background(), a.store, "v1", r, "v1", oras.DefaultCopyOptions); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// verifyLayout checks that every layer of a is in the layout with the
+// right bytes, and the tag points at the root.
+func verifyStore(t testing.TB, s content.ReadOnlyStorage, a *artifact) {
+	t.Helper()
+	ctx := context.Background()
+	for _, l := range a.layers {
+		got, err := content.FetchAll(ctx, s, l)
+		if err != nil {
+			t.Fatalf("layer %s: %v", l.Digest, err)
+		}
+		if !bytes.Equal(got, a.data[l.Digest]) {
+			t.Fatalf("layer %s: content differs", l.Digest)
+		}
+	}
+	if ok, err := s.Exists(ctx, a.root); err != nil || !ok {
+		t.Fatalf("root %s missing: %v", a.root.Digest, err)
+	}
+}
+
+func newLayout(t testing.TB) *oci.Store {
+	t.Helper()
+	s, err := oci.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func payload(a *artifact) (n int64) {
+	for _, l := range a.layers {
+		n += l.Size
+	}
+	return n
+}
+
+// events records what an Observer saw, safe for concurrent use.
+type events struct {
+	mu  sync.Mutex
+	all []progress.Event
+}
+
+func (e *events) OnEvent(ev progress.Event) {
+	e.mu.Lock()
+	e.all = append(e.all, ev)
+	e.mu.Unlock()
+}
+
+func (e *events) of(kind progress.Kind) []progress.Event {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []progress.Event
+	for _, ev := range e.all {
+		if ev.Kind == kind {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+func (e *events) reasons(kind progress.Kind) []string {
+	var out []string
+	for _, ev := range e.of(kind) {
+		out = append(out, ev.Reason)
+	}
+	return out
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func ratio(wire, payload int64) float64 { return float64(wire) / float64(payload) }
+
+func mustFailOn(t testing.TB, err error, d digest.Digest) *transfer.BlobError {
+	t.Helper()
+	var be *transfer.BlobError
+	if !errors.As(err, &be) {
+		t.Fatalf("want a *transfer.BlobError, got %v", err)
+	}
+	if be.Desc.Digest != d {
+		t.Fatalf("failed blob %s, want %s (err %v)", be.Desc.Digest, d, err)
+	}
+	return be
+}
+
+var _ = fmt.Sprint
+var _ = io.EOF
