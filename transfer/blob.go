@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -150,11 +151,6 @@ func (m *blobMover) pushWhole(ctx context.Context, desc ocispec.Descriptor, ev *
 	if err != nil {
 		return err
 	}
-	dstWD := m.wd
-	if dstWD.stall > 0 {
-		dstWD.stall *= 2
-	}
-	dstWD.lowLimit = -1
 	restartedAfterMismatch := false
 	for {
 		inner, err := retrypolicy.NewRetrier(m.retryConfig(ev), desc.Size)
@@ -166,7 +162,7 @@ func (m *blobMover) pushWhole(ctx context.Context, desc ocispec.Descriptor, ev *
 			ev.attemptStarts(0)
 		}
 		hr := newHealingReader(actx, desc, m.src, inner, m.wd, ev, 0)
-		stop := watch(dstWD, &hr.moved, outer.Cancel)
+		stop := watch(m.wd.patient(), hr.moved, idleClock(hr.active), outer.Cancel)
 		err = m.dst.Push(actx, desc, hr)
 		stop()
 		hr.Close()
@@ -300,38 +296,87 @@ func (u *chunkedUpload) attempt(ctx context.Context, ret *retrypolicy.Retrier) e
 	return u.up.Commit(ctx, u.desc.Digest)
 }
 
-// patch streams one chunk from the source at the committed offset.
+// patch streams one chunk from the source at the committed offset. The
+// source is read through a healing reader with its own budget, so a broken
+// download does not break the upload; the upload's own watchdog runs on
+// the time the request spends waiting for the registry.
 func (u *chunkedUpload) patch(ctx context.Context, ret *retrypolicy.Retrier) error {
 	n := u.desc.Size - u.committed
 	if cs := max(u.m.opts.ChunkSize, u.up.MinChunk); u.m.opts.ChunkSize > 0 && cs < n {
 		n = cs
 	}
-	rc, skip, err := u.m.src.open(ctx, u.desc, u.committed)
+	var (
+		moved   atomic.Int64
+		active  activeClock
+		bodies  sync.WaitGroup
+		mu      sync.Mutex
+		readers []*healingReader
+	)
+	start := u.committed
+	// open gives the chunk's bytes from the source. The transport reads
+	// and closes each body on its own goroutine, possibly after Patch
+	// returns; the WaitGroup tells when it is done with all of them.
+	open := func() (io.ReadCloser, error) {
+		inner, err := retrypolicy.NewRetrier(u.m.retryConfig(u.ev), u.desc.Size)
+		if err != nil {
+			return nil, err
+		}
+		hr := newHealingReader(ctx, u.desc, u.m.src, inner, u.m.wd, u.ev, start)
+		hr.moved, hr.active = &moved, &active
+		mu.Lock()
+		readers = append(readers, hr)
+		mu.Unlock()
+		bodies.Add(1)
+		return &chunkBody{r: io.LimitReader(hr, n), hr: hr, done: bodies.Done}, nil
+	}
+	first, err := open()
 	if err != nil {
 		return err
 	}
-	defer rc.Close()
-	body := &countingReader{r: rc, ev: u.ev}
-	if skip > 0 {
-		if _, err := io.CopyN(io.Discard, body, skip); err != nil {
-			return err
-		}
-	}
-	body.base = u.committed
-	body.track = true
-	stop := watch(u.m.wd, &body.moved, ret.Cancel)
-	err = u.up.Patch(ctx, io.LimitReader(body, n), n)
+	stop := watch(u.m.wd.patient(), &moved, idleClock(&active), ret.Cancel)
+	// open is also the request's GetBody: after a 401 (a token that
+	// expired between chunks) the auth client sends the chunk again.
+	err = u.up.Patch(ctx, first, n, open)
 	stop()
-	u.sent += body.payload
-	if err == nil && body.payload != n {
-		err = fmt.Errorf("source ended after %d of %d bytes: %w", body.payload, n, io.ErrUnexpectedEOF)
+	bodies.Wait()
+
+	mu.Lock()
+	defer mu.Unlock()
+	last := readers[len(readers)-1]
+	u.sent += last.offset - start
+	if err != nil {
+		for _, hr := range readers {
+			if re, ok := hr.err.(*readerError); ok {
+				// The source failed as far as its own policy allows:
+				// say so, and do not retry it again.
+				return retrypolicy.Permanent(fmt.Errorf("reading source: %w", re.err))
+			}
+		}
+		return err
 	}
-	if body.err != nil && err != nil {
-		// The source broke the request: say so, rather than the
-		// client's complaint about a short body.
-		return fmt.Errorf("reading source: %w", body.err)
+	if got := last.offset - start; got != n {
+		return fmt.Errorf("source gave %d of %d bytes: %w", got, n, io.ErrUnexpectedEOF)
 	}
-	return err
+	return nil
+}
+
+// chunkBody is one PATCH body; Close releases the source connection and
+// tells patch the transport is done with it.
+type chunkBody struct {
+	r    io.Reader
+	hr   *healingReader
+	once sync.Once
+	done func()
+}
+
+func (b *chunkBody) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+func (b *chunkBody) Close() error {
+	b.once.Do(func() {
+		b.hr.Close()
+		b.done()
+	})
+	return nil
 }
 
 // settle learns the registry's offset after a failed attempt, for the
@@ -383,35 +428,6 @@ func (u *chunkedUpload) digestRejected(err error) bool {
 		}
 	}
 	return false
-}
-
-// countingReader counts what a PATCH takes from the source, feeds the
-// watchdog and the progress events, and remembers a source error.
-type countingReader struct {
-	r       io.Reader
-	ev      *blobEvents
-	moved   atomic.Int64
-	base    int64
-	payload int64
-	track   bool
-	err     error
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	if n > 0 {
-		c.moved.Add(int64(n))
-		if c.track {
-			c.payload += int64(n)
-			c.ev.moved(int64(n), c.base+c.payload)
-		} else {
-			c.ev.dropped(int64(n))
-		}
-	}
-	if err != nil && err != io.EOF {
-		c.err = err
-	}
-	return n, err
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

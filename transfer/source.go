@@ -21,6 +21,9 @@ import (
 // source cannot seek or range).
 type source interface {
 	open(ctx context.Context, desc ocispec.Descriptor, offset int64) (rc io.ReadCloser, skip int64, err error)
+	// network reports whether reads cross a network, so that bytes read
+	// again count as wire bytes.
+	network() bool
 }
 
 func newSource(s content.Fetcher) source {
@@ -45,6 +48,8 @@ type registrySource struct {
 	rangeIgnored atomic.Bool
 }
 
+func (s *registrySource) network() bool { return true }
+
 func (s *registrySource) open(ctx context.Context, desc ocispec.Descriptor, offset int64) (io.ReadCloser, int64, error) {
 	if isManifest(desc) {
 		// Manifests live under /manifests/; they are small and fetched whole.
@@ -67,6 +72,8 @@ func (s *registrySource) open(ctx context.Context, desc ocispec.Descriptor, offs
 // file.Store hand out *os.File), others are read from 0 and the first
 // offset bytes dropped.
 type fetcherSource struct{ f content.Fetcher }
+
+func (s fetcherSource) network() bool { return false }
 
 func (s fetcherSource) open(ctx context.Context, desc ocispec.Descriptor, offset int64) (io.ReadCloser, int64, error) {
 	rc, err := s.f.Fetch(ctx, desc)
@@ -104,12 +111,14 @@ type healingReader struct {
 	skip   int64
 	cancel context.CancelCauseFunc
 	stopWD func()
-	moved  atomic.Int64 // every byte read from a body, dropped ones too
+	moved  *atomic.Int64 // every byte read from a body, dropped ones too
+	active *activeClock  // time spent blocked in the source
 	err    error        // sticky: io.EOF, or the final error
 }
 
 func newHealingReader(ctx context.Context, desc ocispec.Descriptor, src source, ret *retrypolicy.Retrier, wd watchdogConfig, ev *blobEvents, offset int64) *healingReader {
-	r := &healingReader{ctx: ctx, desc: desc, src: src, ret: ret, wd: wd, ev: ev, offset: offset}
+	r := &healingReader{ctx: ctx, desc: desc, src: src, ret: ret, wd: wd, ev: ev, offset: offset,
+		moved: new(atomic.Int64), active: new(activeClock)}
 	if offset == 0 && desc.Digest.Validate() == nil {
 		r.hash = desc.Digest.Algorithm().Hash()
 	}
@@ -137,7 +146,9 @@ func (r *healingReader) Read(p []byte) (int, error) {
 		if int64(len(p)) > remaining {
 			p = p[:remaining]
 		}
+		r.active.enter()
 		n, err := r.body.Read(p)
+		r.active.leave()
 		if n > 0 {
 			r.advance(p[:n])
 			if r.offset == r.desc.Size {
@@ -190,10 +201,12 @@ func (r *healingReader) advance(b []byte) {
 func (r *healingReader) drop() {
 	buf := make([]byte, min(r.skip, 256<<10))
 	for r.skip > 0 {
+		r.active.enter()
 		n, err := r.body.Read(buf[:min(r.skip, int64(len(buf)))])
+		r.active.leave()
 		r.skip -= int64(n)
 		r.moved.Add(int64(n))
-		if r.ev != nil {
+		if r.ev != nil && r.src.network() {
 			r.ev.dropped(int64(n))
 		}
 		if err != nil {
@@ -224,7 +237,7 @@ func (r *healingReader) open() {
 		return
 	}
 	r.body, r.skip, r.cancel = body, skip, cancel
-	r.stopWD = watch(r.wd, &r.moved, r.ret.Cancel)
+	r.stopWD = watch(r.wd, r.moved, r.active.elapsed, r.ret.Cancel)
 }
 
 // fail ends the current connection after err and, if the policy allows,
@@ -307,6 +320,11 @@ type streamSource struct {
 	r        io.Reader
 	consumed int64
 	used     bool
+}
+
+func (s *streamSource) network() bool {
+	fb, ok := s.r.(*fetchedBlob)
+	return ok && fb.hr.src.network()
 }
 
 func (s *streamSource) open(ctx context.Context, desc ocispec.Descriptor, offset int64) (io.ReadCloser, int64, error) {

@@ -361,3 +361,29 @@ func TestWrapOrasCopyHealsResets(t *testing.T) {
 	}
 	verifyStore(t, dst, a)
 }
+
+// The acceptance case of the design: 256 MiB over a link that resets every
+// 32 MiB finishes with MaxAttempts 3, in both directions, moving the
+// payload once.
+func TestLargeBlobResetEvery32MiB(t *testing.T) {
+	reg := registrytest.New(t)
+	a := newArtifact(t, 256*MiB)
+	reg.Inject(registrytest.Rule{Kind: registrytest.UploadPatch | registrytest.BlobGet, Action: registrytest.ResetEvery(32 * MiB)})
+	dst := repo(t, reg, "large")
+	opts := transfer.Options{Retry: fast(3)}
+	if _, err := transfer.Copy(context.Background(), a.store, "v1", dst, "", opts); err != nil {
+		t.Fatal(err)
+	}
+	if r := ratio(reg.Stats().Kinds[registrytest.UploadPatch].RequestBodyBytes, payload(a)); r > 1.01 {
+		t.Fatalf("push: PATCH bytes / payload = %.3f", r)
+	}
+	reg.ResetStats()
+	layout := newLayout(t)
+	if _, err := transfer.Copy(context.Background(), dst, "v1", layout, "", opts); err != nil {
+		t.Fatal(err)
+	}
+	if r := ratio(reg.Stats().Kinds[registrytest.BlobGet].ResponseBodyBytes, payload(a)); r > 1.01 {
+		t.Fatalf("pull: GET bytes / payload = %.3f", r)
+	}
+	verifyStore(t, layout, a)
+}

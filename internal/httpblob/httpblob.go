@@ -290,16 +290,23 @@ var ErrOffsetMismatch = errors.New("registry holds a different upload offset")
 
 // Patch streams n bytes of body as the chunk starting at Offset and, on
 // success, advances Offset and follows the new Location. n must be known:
-// the Content-Range and Content-Length headers carry it.
-func (up *Upload) Patch(ctx context.Context, body io.Reader, n int64) error {
+// the Content-Range and Content-Length headers carry it. getBody, if not
+// nil, gives the same n bytes afresh; the auth client uses it to send the
+// chunk again after a 401 (a token that expired between chunks).
+//
+// As with any request, the transport closes body, possibly after Patch
+// returns: a caller that reuses what body reads from must wait for Close.
+func (up *Upload) Patch(ctx context.Context, body io.ReadCloser, n int64, getBody func() (io.ReadCloser, error)) error {
 	if n <= 0 {
+		body.Close()
 		return nil
 	}
-	req, err := http.NewRequestWithContext(up.repo.pushCtx(ctx), http.MethodPatch, up.location.String(), io.NopCloser(body))
+	req, err := http.NewRequestWithContext(up.repo.pushCtx(ctx), http.MethodPatch, up.location.String(), body)
 	if err != nil {
 		return err
 	}
 	req.ContentLength = n
+	req.GetBody = getBody
 	req.Header.Set("Content-Type", "application/octet-stream")
 	// The bare "a-b" form: distribution answers the RFC form
 	// "bytes a-b/*" with a 500.
