@@ -113,7 +113,7 @@ type healingReader struct {
 	stopWD func()
 	moved  *atomic.Int64 // every byte read from a body, dropped ones too
 	active *activeClock  // time spent blocked in the source
-	err    error        // sticky: io.EOF, or the final error
+	err    error         // sticky: io.EOF, or the final error
 }
 
 func newHealingReader(ctx context.Context, desc ocispec.Descriptor, src source, ret *retrypolicy.Retrier, wd watchdogConfig, ev *blobEvents, offset int64) *healingReader {
