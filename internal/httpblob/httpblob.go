@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -274,7 +275,7 @@ func parseUploadRange(v string) (int64, bool) {
 		return 0, false
 	}
 	end, err := strconv.ParseInt(b, 10, 64)
-	if err != nil || end < 0 {
+	if err != nil || end < 0 || end == math.MaxInt64 {
 		return 0, false
 	}
 	if end == 0 {
