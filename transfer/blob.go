@@ -32,6 +32,7 @@ type blobMover struct {
 }
 
 func newBlobMover(src content.ReadOnlyStorage, dst content.Storage, opts Options) *blobMover {
+	src, dst = observedTarget(src), observedTarget(dst)
 	m := &blobMover{opts: opts, src: newSource(src), dst: dst, wd: opts.watchdogConfig()}
 	if r, ok := unwrapTarget(src).(*remote.Repository); ok {
 		m.srcRepo = r
@@ -93,20 +94,12 @@ func (m *blobMover) copy(ctx context.Context, desc ocispec.Descriptor, ev *blobE
 
 func (m *blobMover) exists(ctx context.Context, desc ocispec.Descriptor) (bool, error) {
 	var ok bool
-	err := retrypolicy.Do(ctx, m.metadataRetry(), 0, func(ctx context.Context) error {
+	err := doMetadata(ctx, m.opts, 0, func(ctx context.Context) error {
 		var err error
 		ok, err = m.dst.Exists(ctx, desc)
 		return err
 	})
 	return ok, err
-}
-
-// metadataRetry is the policy for small requests (HEAD, manifests):
-// the blob policy without OnRetry, whose events are about bytes.
-func (m *blobMover) metadataRetry() retrypolicy.Config {
-	cfg := m.opts.Retry
-	cfg.OnRetry = nil
-	return cfg
 }
 
 // errNoMountFallback makes oras-go's Mount fail instead of falling back to
@@ -131,7 +124,7 @@ func (m *blobMover) mount(ctx context.Context, desc ocispec.Descriptor) (string,
 		if repo == m.dstRepo.Reference.Repository {
 			continue
 		}
-		err := retrypolicy.Do(ctx, m.metadataRetry(), 0, func(ctx context.Context) error {
+		err := doMetadata(ctx, m.opts, 0, func(ctx context.Context) error {
 			return mounter.Mount(ctx, desc, repo, func() (io.ReadCloser, error) { return nil, errNoMountFallback })
 		})
 		if err == nil {
@@ -163,7 +156,8 @@ func (m *blobMover) pushWhole(ctx context.Context, desc ocispec.Descriptor, ev *
 		}
 		hr := newHealingReader(actx, desc, m.src, inner, m.wd, ev, 0)
 		stop := watch(m.wd.patient(), hr.moved, idleClock(hr.active), outer.Cancel)
-		err = m.dst.Push(actx, desc, hr)
+		pctx, slot := captureRetryAfter(actx)
+		err = slot.attach(m.dst.Push(pctx, desc, hr))
 		stop()
 		hr.Close()
 		if err == nil {

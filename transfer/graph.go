@@ -35,7 +35,8 @@ func Copy(ctx context.Context, src oras.ReadOnlyTarget, srcRef string, dst oras.
 		dstRef = srcRef
 	}
 	var root ocispec.Descriptor
-	err := retrypolicy.Do(ctx, metadataPolicy(opts), 0, func(ctx context.Context) error {
+	src, dst = observedTarget(src), observedTarget(dst)
+	err := doMetadata(ctx, opts, 0, func(ctx context.Context) error {
 		var err error
 		root, err = src.Resolve(ctx, srcRef)
 		return err
@@ -55,10 +56,10 @@ func CopyGraph(ctx context.Context, src content.ReadOnlyStorage, dst content.Sto
 	return copyGraph(ctx, src, dst, root, "", opts)
 }
 
+// metadataPolicy is the policy of small requests (HEAD, manifests, tags):
+// the caller's, OnRetry included; they emit no progress events.
 func metadataPolicy(opts Options) retrypolicy.Config {
-	cfg := opts.Retry
-	cfg.OnRetry = nil
-	return cfg
+	return opts.Retry
 }
 
 type graphCopier struct {
@@ -82,6 +83,7 @@ func copyGraph(ctx context.Context, src content.ReadOnlyStorage, dst content.Sto
 	if err := opts.Retry.Validate(); err != nil {
 		return err
 	}
+	src, dst = observedTarget(src), observedTarget(dst)
 	g := &graphCopier{
 		src:   src,
 		dst:   dst,
@@ -211,7 +213,7 @@ func (g *graphCopier) fetchManifest(ctx context.Context, desc ocispec.Descriptor
 			desc.Digest, desc.Size, g.opts.maxMetadataBytes(), errdef.ErrSizeExceedsLimit))
 	}
 	var raw []byte
-	err := retrypolicy.Do(ctx, metadataPolicy(g.opts), desc.Size, func(ctx context.Context) error {
+	err := doMetadata(ctx, g.opts, desc.Size, func(ctx context.Context) error {
 		rc, err := g.src.Fetch(ctx, desc)
 		if err != nil {
 			return err
@@ -224,7 +226,7 @@ func (g *graphCopier) fetchManifest(ctx context.Context, desc ocispec.Descriptor
 }
 
 func (g *graphCopier) pushManifest(ctx context.Context, desc ocispec.Descriptor, raw []byte, tag string) error {
-	return retrypolicy.Do(ctx, metadataPolicy(g.opts), desc.Size, func(ctx context.Context) error {
+	return doMetadata(ctx, g.opts, desc.Size, func(ctx context.Context) error {
 		var err error
 		if tag != "" {
 			if rp, ok := unwrapTarget(g.dst).(registry.ReferencePusher); ok {

@@ -43,7 +43,7 @@ func Wrap(t oras.Target, opts Options) oras.Target {
 	if t == nil {
 		return nil
 	}
-	w := &wrapped{t: unwrapTarget(t).(oras.Target), opts: opts}
+	w := &wrapped{t: observedTarget(unwrapTarget(t).(oras.Target)), opts: opts}
 	w.src = newSource(w.t)
 	w.mover = newBlobMover(w.t, w.t, opts)
 	w.mover.opts.Observer = opts.observer()
@@ -85,7 +85,7 @@ type wrapped struct {
 }
 
 func (w *wrapped) do(ctx context.Context, size int64, fn func(context.Context) error) error {
-	return redacted(retrypolicy.Do(ctx, metadataPolicy(w.opts), size, fn))
+	return redacted(doMetadata(ctx, w.opts, size, fn))
 }
 
 // Fetch implements content.Fetcher.

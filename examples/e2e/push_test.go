@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 
 	"github.com/sturdyoci/sturdy/examples/registrytest"
 	"github.com/sturdyoci/sturdy/progress"
+	"github.com/sturdyoci/sturdy/retrypolicy"
 	"github.com/sturdyoci/sturdy/transfer"
 )
 
@@ -282,4 +284,32 @@ func TestWrapOrasCopyPushResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	verifyStore(t, dst, a)
+}
+
+// oras-go drops the headers of a 429 on a manifest PUT; sturdy notes the
+// Retry-After on the wire and honours it anyway.
+func TestManifestRetryAfterHonoured(t *testing.T) {
+	reg := registrytest.New(t)
+	a := newArtifact(t, 1000)
+	reg.Inject(registrytest.Rule{Kind: registrytest.ManifestPut, Times: 1,
+		Action: registrytest.Respond(http.StatusTooManyRequests).WithRetryAfter(3 * time.Second)})
+	reg.Inject(registrytest.Rule{Kind: registrytest.BlobHead, Times: 1,
+		Action: registrytest.Respond(http.StatusServiceUnavailable).WithRetryAfter(2 * time.Second)})
+	var mu sync.Mutex
+	var waits []time.Duration
+	opts := transfer.Options{Retry: fast(3)}
+	opts.Retry.MaxRetryAfter = 10 * time.Millisecond // proves the header was read, without sleeping it
+	opts.Retry.OnRetry = func(ri retrypolicy.RetryInfo) {
+		mu.Lock()
+		waits = append(waits, ri.Backoff)
+		mu.Unlock()
+	}
+	dst := repo(t, reg, "manifest-429")
+	if _, err := transfer.Copy(context.Background(), a.store, "v1", dst, "", opts); err != nil {
+		t.Fatal(err)
+	}
+	verifyStore(t, dst, a)
+	if len(waits) != 2 || waits[0] != 10*time.Millisecond || waits[1] != 10*time.Millisecond {
+		t.Fatalf("waits %v, want two Retry-After waits capped at 10ms", waits)
+	}
 }

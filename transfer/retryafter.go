@@ -1,0 +1,97 @@
+package transfer
+
+import (
+	"context"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/auth"
+
+	"github.com/sturdyoci/sturdy/retrypolicy"
+)
+
+// oras-go turns a 429 or 503 into an errcode.ErrorResponse without its
+// headers, so the server's Retry-After is lost before the error reaches the
+// retry loop. sturdy talks to a registry through a copy of the caller's
+// repository whose client notes the Retry-After of such answers in a slot
+// the current attempt put in its context; the attempt attaches it to its
+// error.
+
+type retryAfterSlot struct{ wait atomic.Int64 }
+
+type retryAfterKey struct{}
+
+// captureRetryAfter returns ctx with a fresh slot.
+func captureRetryAfter(ctx context.Context) (context.Context, *retryAfterSlot) {
+	s := &retryAfterSlot{}
+	return context.WithValue(ctx, retryAfterKey{}, s), s
+}
+
+// attach adds the noted wait to err.
+func (s *retryAfterSlot) attach(err error) error {
+	return retrypolicy.WithRetryAfter(err, time.Duration(s.wait.Load()))
+}
+
+// retryAfterClient notes Retry-After in the request's slot.
+type retryAfterClient struct{ remote.Client }
+
+func (c retryAfterClient) Do(req *http.Request) (*http.Response, error) {
+	resp, err := c.Client.Do(req)
+	if err != nil || (resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode != http.StatusServiceUnavailable) {
+		return resp, err
+	}
+	if s, ok := req.Context().Value(retryAfterKey{}).(*retryAfterSlot); ok {
+		if d, ok := retrypolicy.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+			s.wait.Store(int64(d))
+		}
+	}
+	return resp, err
+}
+
+// observed returns a repository that reads and writes the same repository
+// as r, with r's settings, through a client that notes Retry-After. The
+// caller's repository is not modified.
+func observed(r *remote.Repository) *remote.Repository {
+	client := r.Client
+	if client == nil {
+		client = auth.DefaultClient
+	}
+	if _, ok := client.(retryAfterClient); ok {
+		return r
+	}
+	return &remote.Repository{
+		Client:               retryAfterClient{client},
+		Reference:            r.Reference,
+		PlainHTTP:            r.PlainHTTP,
+		ManifestMediaTypes:   r.ManifestMediaTypes,
+		TagListPageSize:      r.TagListPageSize,
+		ReferrerListPageSize: r.ReferrerListPageSize,
+		TagListMaxPages:      r.TagListMaxPages,
+		ReferrerListMaxPages: r.ReferrerListMaxPages,
+		MaxMetadataBytes:     r.MaxMetadataBytes,
+		SkipReferrersGC:      r.SkipReferrersGC,
+		HandleWarning:        r.HandleWarning,
+	}
+}
+
+// observedTarget applies observed to a registry target and returns
+// anything else unchanged.
+func observedTarget[T any](t T) T {
+	if r, ok := any(unwrapTarget(t)).(*remote.Repository); ok {
+		if o, ok := any(observed(r)).(T); ok {
+			return o
+		}
+	}
+	return t
+}
+
+// doMetadata runs a small request (HEAD, manifest, tag) under the policy,
+// with the server's Retry-After attached to its errors.
+func doMetadata(ctx context.Context, opts Options, size int64, fn func(context.Context) error) error {
+	return retrypolicy.Do(ctx, metadataPolicy(opts), size, func(ctx context.Context) error {
+		ctx, slot := captureRetryAfter(ctx)
+		return slot.attach(fn(ctx))
+	})
+}
