@@ -32,7 +32,7 @@ type blobMover struct {
 }
 
 func newBlobMover(src content.ReadOnlyStorage, dst content.Storage, opts Options) *blobMover {
-	src, dst = observedTarget(src), observedTarget(dst)
+	src, dst = observedTarget(src, opts), observedTarget(dst, opts)
 	m := &blobMover{opts: opts, src: newSource(src), dst: dst, wd: opts.watchdogConfig()}
 	if r, ok := unwrapTarget(src).(*remote.Repository); ok {
 		m.srcRepo = r

@@ -68,15 +68,16 @@
 //
 // # One retry layer
 //
-// oras-go's auth.DefaultClient wraps retry.DefaultClient, which retries
-// GET/HEAD/POST and rewindable bodies up to 5 times with a 3 s cap on
-// Retry-After. Under sturdy's per-blob loop that multiplies attempts and
-// hides Retry-After. Give repositories a client without it:
-//
-//	repo.Client = &auth.Client{Client: http.DefaultClient, Cache: auth.NewCache(), Credential: cred}
-//
-// [NewClient] builds exactly that. sturdy does not strip an inner retry
-// layer a caller configured on purpose; it documents the product.
+// oras-go's auth.DefaultClient (a repository's client when none is set)
+// wraps retry.DefaultClient, which retries GET/HEAD/POST and rewindable
+// bodies up to 5 times with Retry-After clamped to 3 s. Under sturdy's
+// per-blob loop that would multiply attempts (6 x 6) without the caller
+// seeing them, and cut a server's requested wait short. So sturdy talks to
+// a *remote.Repository through a copy of it whose *auth.Client has the
+// retry.Transport removed (the caller's repository is untouched); every
+// request is then attempted, counted and reported once, by sturdy.
+// Options.KeepInnerRetries turns this off. Clients of other shapes are used
+// as they are: give them no retrying transport, or use [NewClient].
 //
 // # Errors
 //

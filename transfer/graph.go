@@ -35,7 +35,7 @@ func Copy(ctx context.Context, src oras.ReadOnlyTarget, srcRef string, dst oras.
 		dstRef = srcRef
 	}
 	var root ocispec.Descriptor
-	src, dst = observedTarget(src), observedTarget(dst)
+	src, dst = observedTarget(src, opts), observedTarget(dst, opts)
 	err := doMetadata(ctx, opts, 0, func(ctx context.Context) error {
 		var err error
 		root, err = src.Resolve(ctx, srcRef)
@@ -83,7 +83,7 @@ func copyGraph(ctx context.Context, src content.ReadOnlyStorage, dst content.Sto
 	if err := opts.Retry.Validate(); err != nil {
 		return err
 	}
-	src, dst = observedTarget(src), observedTarget(dst)
+	src, dst = observedTarget(src, opts), observedTarget(dst, opts)
 	g := &graphCopier{
 		src:   src,
 		dst:   dst,

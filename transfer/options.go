@@ -61,6 +61,14 @@ type Options struct {
 	// Monolithic turns chunked uploads off: blobs are pushed with one PUT
 	// per attempt, restarting from byte 0 after a failure.
 	Monolithic bool
+	// KeepInnerRetries keeps oras-go's retrying transport (retry.Transport,
+	// part of auth.DefaultClient) under a *remote.Repository's client.
+	// By default sturdy talks to the registry through a copy of the
+	// repository whose client has it removed, so that one retry layer
+	// decides, counts and reports every attempt: otherwise each of
+	// sturdy's attempts is up to six requests, and a 429's Retry-After is
+	// clamped to 3 s underneath. The caller's repository is not modified.
+	KeepInnerRetries bool
 	// Logger, if set, logs retries, resumes and failures (see
 	// progress.Log) in addition to Observer.
 	Logger *slog.Logger

@@ -8,6 +8,7 @@ import (
 
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/retry"
 
 	"github.com/sturdyoci/sturdy/retrypolicy"
 )
@@ -51,15 +52,19 @@ func (c retryAfterClient) Do(req *http.Request) (*http.Response, error) {
 }
 
 // observed returns a repository that reads and writes the same repository
-// as r, with r's settings, through a client that notes Retry-After. The
+// as r, with r's settings, through a client that notes Retry-After and,
+// unless keepInner, without oras-go's retrying transport underneath. The
 // caller's repository is not modified.
-func observed(r *remote.Repository) *remote.Repository {
+func observed(r *remote.Repository, keepInner bool) *remote.Repository {
 	client := r.Client
 	if client == nil {
 		client = auth.DefaultClient
 	}
 	if _, ok := client.(retryAfterClient); ok {
 		return r
+	}
+	if !keepInner {
+		client = withoutInnerRetries(client)
 	}
 	return &remote.Repository{
 		Client:               retryAfterClient{client},
@@ -76,11 +81,34 @@ func observed(r *remote.Repository) *remote.Repository {
 	}
 }
 
+// withoutInnerRetries returns c without oras-go's retry.Transport under
+// its auth client (auth.DefaultClient has one): under sturdy's per-blob
+// loop it would multiply attempts (6 x 6) and clamp Retry-After to 3 s.
+// Clients of other shapes are returned as they are.
+func withoutInnerRetries(c remote.Client) remote.Client {
+	ac, ok := c.(*auth.Client)
+	if !ok || ac.Client == nil {
+		return c
+	}
+	rt, ok := ac.Client.Transport.(*retry.Transport)
+	if !ok {
+		return c
+	}
+	hc := *ac.Client
+	hc.Transport = rt.Base
+	if hc.Transport == nil {
+		hc.Transport = http.DefaultTransport
+	}
+	stripped := *ac
+	stripped.Client = &hc
+	return &stripped
+}
+
 // observedTarget applies observed to a registry target and returns
 // anything else unchanged.
-func observedTarget[T any](t T) T {
+func observedTarget[T any](t T, opts Options) T {
 	if r, ok := any(unwrapTarget(t)).(*remote.Repository); ok {
-		if o, ok := any(observed(r)).(T); ok {
+		if o, ok := any(observed(r, opts.KeepInnerRetries)).(T); ok {
 			return o
 		}
 	}

@@ -43,7 +43,7 @@ func Wrap(t oras.Target, opts Options) oras.Target {
 	if t == nil {
 		return nil
 	}
-	w := &wrapped{t: observedTarget(unwrapTarget(t).(oras.Target)), opts: opts}
+	w := &wrapped{t: observedTarget(unwrapTarget(t).(oras.Target), opts), opts: opts}
 	w.src = newSource(w.t)
 	w.mover = newBlobMover(w.t, w.t, opts)
 	w.mover.opts.Observer = opts.observer()

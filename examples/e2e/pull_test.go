@@ -15,6 +15,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/retry"
 
 	"github.com/sturdyoci/sturdy/examples/registrytest"
 	"github.com/sturdyoci/sturdy/progress"
@@ -428,4 +430,36 @@ func streamBlob(t testing.TB, s content.Pusher, size int64, seed uint64) ocispec
 		t.Fatal(err)
 	}
 	return desc
+}
+
+// A repository whose client retries underneath (oras-go's retry.Transport,
+// as in auth.DefaultClient): sturdy strips it, so each of its attempts is
+// one request; KeepInnerRetries keeps it, and the attempts multiply.
+func TestOneRetryLayer(t *testing.T) {
+	for _, keep := range []bool{false, true} {
+		reg := registrytest.New(t)
+		a := newArtifact(t, 1000)
+		src := seed(t, reg, "layers", a)
+		inner := retry.NewTransport(reg.Client().Transport)
+		inner.Policy = func() retry.Policy {
+			return &retry.GenericPolicy{Retryable: retry.DefaultPredicate, Backoff: retry.DefaultBackoff,
+				MinWait: time.Millisecond, MaxWait: time.Millisecond, MaxRetry: 5}
+		}
+		src.Client = &auth.Client{Client: &http.Client{Transport: inner}, Cache: auth.NewCache()}
+		reg.Inject(registrytest.Rule{Kind: registrytest.BlobGet, Digest: a.layers[0].Digest, Action: registrytest.Respond(http.StatusServiceUnavailable)})
+		reg.ResetStats()
+		_, err := transfer.Copy(context.Background(), src, "v1", newLayout(t), "", transfer.Options{Retry: fast(3), KeepInnerRetries: keep})
+		be := mustFailOn(t, err, a.layers[0].Digest)
+		got := reg.Stats().Kinds[registrytest.BlobGet].Statuses[http.StatusServiceUnavailable]
+		want := int64(3)
+		if keep {
+			want = 3 * 6
+		}
+		if be.Attempts != 3 || got != want {
+			t.Errorf("keep=%v: %d attempts, %d requests; want 3 attempts, %d requests", keep, be.Attempts, got, want)
+		}
+		if src.Client.(*auth.Client).Client.Transport != inner {
+			t.Fatal("the caller's repository was modified")
+		}
+	}
 }
