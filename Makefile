@@ -3,7 +3,7 @@ GO        ?= go
 EXAMPLES  := examples
 TESTFLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all test vet test-root test-examples demo bench fuzz tidy
+.PHONY: all test vet test-root test-examples demo bench fuzz lint tidy
 
 all: test
 
@@ -28,10 +28,19 @@ demo:
 bench:
 	$(GO) -C $(EXAMPLES) run ./bench $(BENCHFLAGS)
 
-## fuzz: run each fuzz target for FUZZTIME (default 30s).
+## fuzz: run each fuzz target for FUZZTIME (default 30s). Their seed
+## corpora (testdata/fuzz) run with every `make test`.
 FUZZTIME ?= 30s
 fuzz:
-	$(GO) test ./retrypolicy -run '^$$' -fuzz FuzzClassify -fuzztime $(FUZZTIME)
+	$(GO) test ./retrypolicy -run '^$$' -fuzz '^FuzzClassify$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./retrypolicy -run '^$$' -fuzz '^FuzzParseRetryAfter$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/httpblob -run '^$$' -fuzz '^FuzzParseRanges$$' -fuzztime $(FUZZTIME)
+
+## lint: staticcheck, installed from the Go module proxy at a pinned version.
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+lint:
+	$(GO) run $(STATICCHECK) ./...
+	cd $(EXAMPLES) && $(GO) run $(STATICCHECK) ./...
 
 tidy:
 	$(GO) mod tidy

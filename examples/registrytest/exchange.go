@@ -462,7 +462,7 @@ func (b *faultBody) Read(p []byte) (int, error) {
 	}
 	b.read += int64(n)
 	b.x.reg.stats.requestBody(b.x.info.kind, n)
-	if b.trickle > 0 && !b.x.reg.sleep(nil, rateDelay(n, b.trickle)) {
+	if b.trickle > 0 && !b.x.reg.sleep(context.Background(), rateDelay(n, b.trickle)) {
 		b.fail(errClosing)
 		return n, b.failed
 	}

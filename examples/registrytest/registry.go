@@ -343,16 +343,13 @@ func IgnoreLeaks() []goleak.Option {
 	}
 }
 
-// sleep waits d, or less if the registry closes or ctx ends (nil ctx: only
-// the registry). It reports whether the full duration passed.
+// sleep waits d, or less if the registry closes or ctx ends. It reports
+// whether the full duration passed.
 func (r *Registry) sleep(ctx context.Context, d time.Duration) bool {
 	if d <= 0 {
 		return true
 	}
-	var done <-chan struct{}
-	if ctx != nil {
-		done = ctx.Done()
-	}
+	done := ctx.Done()
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

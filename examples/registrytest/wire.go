@@ -102,7 +102,7 @@ func (c *wireConn) drain(timeout time.Duration) {
 		if !ok || n == 0 {
 			return
 		}
-		if !c.reg.sleep(nil, time.Millisecond) {
+		if !c.reg.sleep(context.Background(), time.Millisecond) {
 			return
 		}
 	}
@@ -132,7 +132,7 @@ func (p *pacer) wait(reg *Registry, n int, rate int64) bool {
 	p.next = p.next.Add(time.Duration(float64(n) / float64(rate) * float64(time.Second)))
 	d := p.next.Sub(now)
 	p.mu.Unlock()
-	return reg.sleep(nil, d)
+	return reg.sleep(context.Background(), d)
 }
 
 // connRef is what ConnContext stores for handlers: the connection net/http
