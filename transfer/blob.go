@@ -332,7 +332,11 @@ func (u *chunkedUpload) patch(ctx context.Context, ret *retrypolicy.Retrier) err
 	// expired between chunks) the auth client sends the chunk again.
 	err = u.up.Patch(ctx, first, n, open)
 	stop()
-	bodies.Wait()
+	if !waitGroupTimeout(&bodies, time.Minute) {
+		// net/http promises to close request bodies, even on errors;
+		// should it not, do not read what its goroutine may still write.
+		return fmt.Errorf("transport did not release the chunk body: %w", errors.Join(err, retrypolicy.ErrStalled))
+	}
 
 	mu.Lock()
 	defer mu.Unlock()
@@ -422,6 +426,22 @@ func (u *chunkedUpload) digestRejected(err error) bool {
 		}
 	}
 	return false
+}
+
+func waitGroupTimeout(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

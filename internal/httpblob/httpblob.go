@@ -304,6 +304,7 @@ func (up *Upload) Patch(ctx context.Context, body io.ReadCloser, n int64, getBod
 	}
 	req, err := http.NewRequestWithContext(up.repo.pushCtx(ctx), http.MethodPatch, up.location.String(), body)
 	if err != nil {
+		body.Close()
 		return err
 	}
 	req.ContentLength = n
