@@ -74,7 +74,10 @@ type Event struct {
 	// Wire is the number of bytes this blob has moved over the wire so far,
 	// across all attempts, counting bytes sent again after a restart. Wire
 	// divided by Desc.Size is the re-send overhead. Zero when the emitter
-	// does not count.
+	// does not count. sturdy counts what it read from a network source and
+	// what it handed to an upload's connection: when a connection is
+	// reset, the bytes still in socket buffers (up to a few MiB on a fast
+	// link) count although the registry never kept them.
 	Wire int64
 	// Attempt is the 1-based attempt the event belongs to.
 	Attempt int

@@ -92,7 +92,8 @@ type RetryInfo struct {
 	// 0 for Do).
 	Offset int64
 	// Progressed reports that the failed attempt moved the offset by at
-	// least MinProgress, so the no-progress count and the backoff restarted.
+	// least MinProgress, so the no-progress count and the backoff restarted
+	// and Backoff is 0 (or the server's Retry-After).
 	Progressed bool
 }
 

@@ -56,9 +56,11 @@ func Do(ctx context.Context, cfg Config, size int64, fn func(context.Context) er
 // that are safely stored and will not be sent again. Before each attempt
 // the deadline is computed on the bytes still to move, size - committed().
 // An attempt that fails after moving the offset forward by at least
-// MinProgress bytes resets the no-progress count and the backoff, so a link
-// that breaks every few GiB still finishes a 1 TiB blob, while a link that
-// never advances fails after MaxAttempts attempts. A nil committed makes
+// MinProgress bytes resets the no-progress count and the backoff, and the
+// next attempt starts at once (unless the server asked for a wait), so a
+// link that breaks every few GiB still finishes a 1 TiB blob without a
+// backoff per break, while a link that never advances fails after
+// MaxAttempts attempts. A nil committed makes
 // DoResumable behave as Do.
 func DoResumable(ctx context.Context, cfg Config, size int64, committed func() int64, fn func(context.Context) error) error {
 	r, err := NewRetrier(cfg, size)
@@ -179,7 +181,13 @@ func (r *Retrier) Retry(ctx context.Context, err error, offset int64) error {
 	if r.withoutProgress >= r.cfg.MaxAttempts {
 		return &Error{Attempts: r.attempts, Err: err}
 	}
-	wait := min(r.bo.NextBackOff(), r.cfg.MaxBackoff)
+	// An attempt that made progress proved the link works: reconnect at
+	// once, as containers/image does, rather than sleep a backoff per
+	// break of a link that breaks every few GiB.
+	var wait time.Duration
+	if !progressed {
+		wait = min(r.bo.NextBackOff(), r.cfg.MaxBackoff)
+	}
 	if ra, ok := RetryAfter(err); ok && r.cfg.MaxRetryAfter > 0 {
 		wait = max(wait, min(ra, r.cfg.MaxRetryAfter))
 	}

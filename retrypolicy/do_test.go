@@ -290,9 +290,29 @@ func TestDoResumableProgressResetsBudget(t *testing.T) {
 		t.Fatalf("calls = %d, want 8", calls)
 	}
 	for _, ri := range infos {
-		if !ri.Progressed || ri.Backoff > 1500*time.Millisecond {
-			t.Errorf("info %+v: progress must reset the backoff", ri)
+		if !ri.Progressed || ri.Backoff != 0 {
+			t.Errorf("info %+v: progress must reset the backoff and retry at once", ri)
 		}
+	}
+}
+
+// After a progressing attempt the backoff starts over: the next failure
+// without progress waits the initial backoff again, not a doubled one.
+func TestDoResumableBackoffStartsOverAfterProgress(t *testing.T) {
+	fs := &fakeSleep{}
+	var offset int64
+	calls := 0
+	cfg := Config{sleep: fs.sleep, MaxAttempts: 4, InitialBackoff: time.Second, MaxBackoff: time.Minute}
+	_ = DoResumable(context.Background(), cfg, 1<<30, func() int64 { return offset }, func(context.Context) error {
+		calls++
+		if calls == 3 {
+			offset += 2 << 20 // the third attempt progresses
+		}
+		return syscall.ECONNRESET
+	})
+	// waits: 1 s, 2 s, then 0 after progress, then 1 s, 2 s, 4 s (±50%).
+	if len(fs.waits) != 5 || fs.waits[2] != 0 || fs.waits[3] < 500*time.Millisecond || fs.waits[3] > 1500*time.Millisecond {
+		t.Fatalf("waits = %v", fs.waits)
 	}
 }
 

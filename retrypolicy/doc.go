@@ -17,7 +17,8 @@
 // transfer time. [DoResumable] is for transfers that keep what they moved: it
 // computes each deadline on the bytes still to move, and an attempt that
 // advanced the committed offset by at least MinProgress resets the
-// attempt count and the backoff. A 1 TB blob on a link that breaks every
+// attempt count and the backoff, and the next attempt starts at once
+// (unless the server sent Retry-After). A 1 TB blob on a link that breaks every
 // 10 GB finishes; a link that never gets past a byte fails after
 // MaxAttempts attempts. Attempts are otherwise unbounded only in the sense
 // that each must commit MinProgress bytes, so a blob of S bytes takes at most

@@ -76,7 +76,7 @@ func (m *blobMover) copy(ctx context.Context, desc ocispec.Descriptor, ev *blobE
 		return nil
 	}
 	ev.started(0)
-	if m.dstRepo != nil && !m.opts.Monolithic {
+	if m.dstRepo != nil && !m.opts.Monolithic && desc.Size >= minChunkedSize {
 		err = m.uploadChunked(ctx, desc, ev)
 		if errors.Is(err, httpblob.ErrChunkedUnsupported) {
 			ev.note("registry does not support resumable chunked uploads; falling back to monolithic upload (restarts from byte 0)")
@@ -163,7 +163,7 @@ func (m *blobMover) pushWhole(ctx context.Context, desc ocispec.Descriptor, ev *
 			// a third of a pull's throughput.
 			hr.hash = nil
 		}
-		stop := watch(m.wd.patient(), hr.moved, idleClock(hr.active), outer.Cancel)
+		stop := watch(m.wd.patient(), hr.moved, idleClock(hr.busy), outer.Cancel)
 		pctx, slot := captureRetryAfter(actx)
 		err = slot.attach(m.dst.Push(pctx, desc, hr))
 		stop()
@@ -199,6 +199,11 @@ func (m *blobMover) pushWhole(ctx context.Context, desc ocispec.Descriptor, ev *
 		}
 	}
 }
+
+// minChunkedSize is the smallest blob uploaded with the chunked protocol.
+// Below it there is little to resume, and the PATCH is a third request per
+// blob: pushing 1000 small blobs took 1.5x as long as oras-go's POST+PUT.
+const minChunkedSize = 1 << 20
 
 // verifiesOnPush reports whether dst checks the digest of what it is given
 // before it commits it, as oras-go's stores and registries do.
@@ -321,7 +326,7 @@ func (u *chunkedUpload) patch(ctx context.Context, ret *retrypolicy.Retrier) err
 	}
 	var (
 		moved   atomic.Int64
-		active  activeClock
+		busy    activeClock
 		bodies  sync.WaitGroup
 		mu      sync.Mutex
 		readers []*healingReader
@@ -336,7 +341,7 @@ func (u *chunkedUpload) patch(ctx context.Context, ret *retrypolicy.Retrier) err
 			return nil, err
 		}
 		hr := newHealingReader(ctx, u.desc, u.m.src, inner, u.m.wd, u.ev, start)
-		hr.moved, hr.active = &moved, &active
+		hr.moved, hr.busy = &moved, &busy
 		mu.Lock()
 		readers = append(readers, hr)
 		mu.Unlock()
@@ -347,7 +352,7 @@ func (u *chunkedUpload) patch(ctx context.Context, ret *retrypolicy.Retrier) err
 	if err != nil {
 		return err
 	}
-	stop := watch(u.m.wd.patient(), &moved, idleClock(&active), ret.Cancel)
+	stop := watch(u.m.wd.patient(), &moved, idleClock(&busy), ret.Cancel)
 	// open is also the request's GetBody: after a 401 (a token that
 	// expired between chunks) the auth client sends the chunk again.
 	err = u.up.Patch(ctx, first, n, open)

@@ -40,8 +40,11 @@
 // are given, and a registry verifies the digest of an upload before it
 // commits it.
 //
-// Uploads to a registry use the chunked protocol: POST, one streamed PATCH
-// per attempt (or Options.ChunkSize chunks), PUT ?digest=. After a failure
+// Uploads to a registry of blobs of 1 MiB and more use the chunked
+// protocol: POST, one streamed PATCH per attempt (or Options.ChunkSize
+// chunks), PUT ?digest=. Smaller blobs go in one POST and PUT, restarting
+// on failure: there is little to resume and a PATCH would be a third
+// request per blob. After a failure
 // the registry is asked how much it holds (GET on the newest upload
 // Location) and the source is re-read from there. A 416 means the
 // registry's offset differs from ours: it is asked again, a moment later,
@@ -65,6 +68,16 @@
 // "too slow"). Both are retryable and work on reads and on writes. The
 // final PUT of an upload is not watched: a registry may take minutes to
 // verify a large blob; it is bounded by the attempt deadline.
+//
+// Each side of a pipe is judged on its own clock. A download is watched
+// from its request on, for the time spent waiting on the source (a server
+// that never answers has stalled too). The side that consumes it (an
+// upload, or a store being written) is watched for the time it spends not
+// waiting on the source, backoffs of the source included, so a stalled
+// source never makes its destination look stalled; and it is given twice
+// StallTimeout, so that a stalled source is cut and healed first. A
+// registry that stops reading an upload is therefore cut after
+// 2 x StallTimeout.
 //
 // # One retry layer
 //

@@ -39,7 +39,9 @@ type Options struct {
 	Observer progress.Observer
 	// StallTimeout cuts an attempt during which no byte moved for this
 	// long, and retries it ("stalled"). 0 means DefaultStallTimeout; < 0
-	// disables the check.
+	// disables the check. A destination that stops taking bytes (an
+	// upload the registry stopped reading) is cut after twice this, so
+	// that a stalled source is healed first; see the package doc.
 	StallTimeout time.Duration
 	// LowSpeedLimit (bytes/s) and LowSpeedTime cut an attempt whose rate
 	// stayed below the limit for the whole window ("too slow"). 0 means the

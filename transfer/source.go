@@ -112,13 +112,14 @@ type healingReader struct {
 	cancel context.CancelCauseFunc
 	stopWD func()
 	moved  *atomic.Int64 // every byte read from a body, dropped ones too
-	active *activeClock  // time spent blocked in the source
+	active *activeClock  // time blocked opening or reading the source: its watchdog's clock
+	busy   *activeClock  // time inside Read, backoff waits included: not its consumer's fault
 	err    error         // sticky: io.EOF, or the final error
 }
 
 func newHealingReader(ctx context.Context, desc ocispec.Descriptor, src source, ret *retrypolicy.Retrier, wd watchdogConfig, ev *blobEvents, offset int64) *healingReader {
 	r := &healingReader{ctx: ctx, desc: desc, src: src, ret: ret, wd: wd, ev: ev, offset: offset,
-		moved: new(atomic.Int64), active: new(activeClock)}
+		moved: new(atomic.Int64), active: new(activeClock), busy: new(activeClock)}
 	if offset == 0 && desc.Digest.Validate() == nil {
 		r.hash = desc.Digest.Algorithm().Hash()
 	}
@@ -129,6 +130,8 @@ func (r *healingReader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, r.err
 	}
+	r.busy.enter()
+	defer r.busy.leave()
 	for r.err == nil {
 		if r.body == nil {
 			r.open()
@@ -227,8 +230,14 @@ func (r *healingReader) open() {
 	if r.ret.Attempts() > 1 && r.offset > 0 {
 		r.resumes++
 	}
+	// Watched from the request on: a server that accepts the connection
+	// and never answers has stalled too.
+	stop := watch(r.wd, r.moved, r.active.elapsed, r.ret.Cancel)
+	r.active.enter()
 	body, skip, err := r.src.open(actx, r.desc, r.offset)
+	r.active.leave()
 	if err != nil {
+		stop()
 		if body != nil {
 			body.Close()
 		}
@@ -236,8 +245,7 @@ func (r *healingReader) open() {
 		cancel(nil)
 		return
 	}
-	r.body, r.skip, r.cancel = body, skip, cancel
-	r.stopWD = watch(r.wd, r.moved, r.active.elapsed, r.ret.Cancel)
+	r.body, r.skip, r.cancel, r.stopWD = body, skip, cancel, stop
 }
 
 // fail ends the current connection after err and, if the policy allows,

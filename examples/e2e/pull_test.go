@@ -463,3 +463,37 @@ func TestOneRetryLayer(t *testing.T) {
 		}
 	}
 }
+
+// A source that waits out a Retry-After longer than twice StallTimeout does
+// not make its destination look stalled: the destination's watchdog only
+// runs while it is not waiting on the source. (Found by the benchmark: the
+// blob failed after one attempt with "stalled".)
+func TestDestinationNotCutWhileSourceWaits(t *testing.T) {
+	reg := registrytest.New(t)
+	a := newArtifact(t, 2*MiB)
+	src := seed(t, reg, "waits", a)
+	opts := transfer.Options{Retry: fast(3), StallTimeout: 200 * time.Millisecond}
+	t.Run("into a layout", func(t *testing.T) {
+		reg.Inject(registrytest.Rule{Kind: registrytest.BlobGet, Digest: a.layers[0].Digest, Times: 1,
+			Action: registrytest.Respond(http.StatusServiceUnavailable).WithRetryAfter(time.Second)})
+		dst := newLayout(t)
+		if _, err := transfer.Copy(context.Background(), src, "v1", dst, "", opts); err != nil {
+			t.Fatal(err)
+		}
+		verifyStore(t, dst, a)
+	})
+	t.Run("into another registry", func(t *testing.T) {
+		reg.Inject(registrytest.Rule{Kind: registrytest.BlobGet, Digest: a.layers[0].Digest, Skip: 1, Times: 1,
+			Action: registrytest.Respond(http.StatusServiceUnavailable).WithRetryAfter(time.Second)})
+		// The first GET goes through and is reset mid-blob; the reopen
+		// gets the 503 while the upload waits for bytes.
+		reg.Inject(registrytest.Rule{Kind: registrytest.BlobGet, Digest: a.layers[0].Digest, Times: 1,
+			Action: registrytest.ResetAfter(MiB + 1)})
+		other := registrytest.New(t)
+		dst := repo(t, other, "waits")
+		if _, err := transfer.Copy(context.Background(), src, "v1", dst, "", opts); err != nil {
+			t.Fatal(err)
+		}
+		verifyStore(t, dst, a)
+	})
+}
