@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary serve as the benchmark's worker process:
+// runBench re-executes os.Executable() with the job in the environment.
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(workerEnv); spec != "" {
+		os.Exit(runWorker(spec))
+	}
+	os.Exit(m.Run())
+}
+
+// TestQuick runs every scenario with every contender at -quick sizes (8 MiB
+// blobs, resets every 1 MiB, 50 small blobs) and checks only that the run
+// completes, renders, and that sturdy succeeds everywhere. No timing is
+// asserted.
+func TestQuick(t *testing.T) {
+	cfg := quickConfig()
+	cfg.Reps = 2 // enough to exercise interleaving and medians
+	cfg.Warmup = false
+	cfg.Log = t.Logf
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rep, err := runBench(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, r := range rep.runs {
+		seen[r.scenario+"/"+r.direction+"/"+r.contender] = true
+		if r.contender == cSturdy && !r.ok() {
+			t.Errorf("sturdy failed: %s %s: %s", r.scenario, r.direction, r.errText())
+		}
+	}
+	for _, sc := range rep.scenarios {
+		for _, dir := range sc.directions {
+			for _, c := range sc.contenders {
+				if !seen[sc.name+"/"+dir+"/"+c] {
+					t.Errorf("no run of %s %s %s", sc.name, dir, c)
+				}
+			}
+		}
+	}
+	if len(rep.scenarios) != len(allScenarios) {
+		t.Errorf("ran %d scenarios, want %d", len(rep.scenarios), len(allScenarios))
+	}
+	for _, want := range []string{"# sturdy benchmark", "## Targets", "time vs sturdy", "wire/payload", "peak RSS"} {
+		if !strings.Contains(rep.markdown, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	out := t.TempDir() + "/BENCHMARKS.md"
+	if err := writeReport(out, rep.markdown); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(out, []byte("old\n"+notesMarker+"\nhand-written\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeReport(out, rep.markdown); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(out); !strings.Contains(string(b), "hand-written") || strings.Contains(string(b), "old\n") {
+		t.Errorf("writeReport did not keep the notes below the marker and replace the rest")
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"512MiB": 512 * mib, "8M": 8 * mib, "4KiB": 4 * kib, "1GiB": gib, "100": 100} {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	if _, err := parseSize("lots"); err == nil {
+		t.Error("parseSize(lots) succeeded")
+	}
+}

@@ -1,0 +1,333 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"runtime/metrics"
+	"runtime/pprof"
+	"strings"
+	"sync"
+	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2"
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/content/oci"
+	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry"
+	"oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/auth"
+
+	"github.com/sturdyoci/sturdy/progress"
+	"github.com/sturdyoci/sturdy/retrypolicy"
+	"github.com/sturdyoci/sturdy/transfer"
+)
+
+// Contenders. Each runs in its own process (see runWorker), so that its
+// peak RSS is its own.
+const (
+	// oras.Copy with a remote.Repository whose client is a plain
+	// auth.Client over http.DefaultClient: no retrying transport.
+	cOras = "oras"
+	// oras.Copy with auth.DefaultClient, which wraps oras-go's
+	// retry.DefaultClient (5 retries of GET/HEAD/POST and rewindable
+	// bodies, 200 ms to 3 s, Retry-After only on 429, clamped to 3 s).
+	cOrasDC = "oras-dc"
+	// A per-blob loop of 6 attempts around oras-go's Fetch and Push, each
+	// attempt from byte 0 (how modctl retries today).
+	cRetry6 = "retry6"
+	// transfer.Copy.
+	cSturdy = "sturdy"
+)
+
+var contenderLabels = map[string]string{
+	cOras:   "oras-go `oras.Copy`, plain `auth.Client`",
+	cOrasDC: "oras-go `oras.Copy`, `auth.DefaultClient` (retry transport)",
+	cRetry6: "oras-go, 6 attempts per blob, restart from 0",
+	cSturdy: "sturdy `transfer.Copy`",
+}
+
+// job is what the parent asks a worker process to do.
+type job struct {
+	Contender   string
+	Direction   string // "pull" (registry -> layout) or "push" (layout -> registry)
+	Host        string
+	Repo        string
+	Tag         string
+	Layout      string
+	Deadline    time.Duration // the caller's context: stands in for "forever"
+	Backoff     time.Duration // initial backoff of retry6 and sturdy
+	MaxBackoff  time.Duration
+	Stall       time.Duration // sturdy's StallTimeout
+	Concurrency int           // blobs at once, every contender
+	CPUProfile  string        // write a CPU profile of the copy here, if set
+}
+
+// result is what a worker reports on stdout, as one JSON line.
+type result struct {
+	OK              bool
+	Err             string
+	Seconds         float64 // the copy alone, not process start-up
+	PeakHeap        uint64  // bytes, sampled from runtime/metrics
+	PeakRSS         int64   // bytes: VmHWM of the worker process
+	Attempts        int     // retry6: attempts over all blobs
+	MaxBlobAttempts int     // retry6: the most attempts one blob took
+	Retries         int     // sturdy: Retrying events
+	Resumes         int     // sturdy: Resumed events
+	BackoffS        float64 // sturdy: time waited between attempts
+	Sturdy          string  // sturdy's own summary, for the log
+	RootMatch       bool
+}
+
+const workerEnv = "STURDY_BENCH_WORKER"
+
+// runWorker runs the job in the environment and prints its result. It is
+// the whole life of a worker process.
+func runWorker(spec string) int {
+	var j job
+	if err := json.Unmarshal([]byte(spec), &j); err != nil {
+		fmt.Fprintln(os.Stderr, "worker:", err)
+		return 2
+	}
+	stopHeap, peak := sampleHeap()
+	res := j.run()
+	stopHeap()
+	res.PeakHeap = *peak
+	res.PeakRSS = peakRSS()
+	out, _ := json.Marshal(res)
+	fmt.Println(string(out))
+	return 0
+}
+
+// peakRSS returns the process's peak resident set (VmHWM). getrusage of
+// the child is no use here: Go starts children with vfork semantics, and
+// Linux folds the parent's RSS (the whole registry) into the child's
+// ru_maxrss at exec. VmHWM belongs to the worker's own address space.
+func peakRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		var kb int64
+		if _, err := fmt.Sscanf(line, "VmHWM: %d kB", &kb); err == nil {
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// sampleHeap records the peak of live heap objects every 10 ms.
+func sampleHeap() (stop func(), peak *uint64) {
+	peak = new(uint64)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			metrics.Read(s)
+			if v := s[0].Value.Uint64(); v > *peak {
+				*peak = v
+			}
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }, peak
+}
+
+func (j job) run() result {
+	ctx, cancel := context.WithTimeout(context.Background(), j.Deadline)
+	defer cancel()
+
+	var client remote.Client
+	switch j.Contender {
+	case cOras, cRetry6:
+		client = &auth.Client{Client: http.DefaultClient, Cache: auth.NewCache()}
+	case cOrasDC:
+		client = auth.DefaultClient
+	case cSturdy:
+		client = transfer.NewClient(nil, nil) // the same as cOras's
+	default:
+		return result{Err: "unknown contender " + j.Contender}
+	}
+	repo, err := remote.NewRepository(j.Host + "/" + j.Repo)
+	if err != nil {
+		return result{Err: err.Error()}
+	}
+	repo.PlainHTTP = true
+	repo.Client = client
+	layout, err := oci.New(j.Layout)
+	if err != nil {
+		return result{Err: err.Error()}
+	}
+	var src oras.ReadOnlyTarget = repo
+	var dst oras.Target = layout
+	if j.Direction == "push" {
+		src, dst = layout, repo
+	}
+
+	if j.CPUProfile != "" {
+		if f, err := os.Create(j.CPUProfile); err == nil {
+			if pprof.StartCPUProfile(f) == nil {
+				defer func() { pprof.StopCPUProfile(); f.Close() }()
+			}
+		}
+	}
+	var res result
+	var tracker *progress.Tracker
+	start := time.Now()
+	var root ocispec.Descriptor
+	switch j.Contender {
+	case cOras, cOrasDC:
+		opts := oras.DefaultCopyOptions
+		opts.Concurrency = j.Concurrency
+		root, err = oras.Copy(ctx, src, j.Tag, dst, j.Tag, opts)
+	case cRetry6:
+		root, res.Attempts, res.MaxBlobAttempts, err = copyRestarting(ctx, src, dst, j.Tag, j)
+	case cSturdy:
+		tracker = progress.NewTracker()
+		root, err = transfer.Copy(ctx, src, j.Tag, dst, j.Tag, transfer.Options{
+			Retry:        retrypolicy.Config{InitialBackoff: j.Backoff, MaxBackoff: j.MaxBackoff},
+			Concurrency:  j.Concurrency,
+			StallTimeout: j.Stall,
+			Observer:     tracker,
+		})
+	}
+	res.Seconds = time.Since(start).Seconds()
+	if tracker != nil {
+		s := tracker.Summary()
+		res.Retries, res.Resumes, res.BackoffS = s.Retries, s.Resumes, s.Backoff.Seconds()
+		res.Sturdy = s.String()
+	}
+	if err != nil {
+		res.Err = err.Error()
+		return res
+	}
+	// Check the result from the destination's side, not the copier's.
+	got, err := dst.Resolve(context.Background(), j.Tag)
+	if err != nil {
+		res.Err = "copy returned, but the tag does not resolve: " + err.Error()
+		return res
+	}
+	res.RootMatch = got.Digest == root.Digest
+	res.OK = res.RootMatch
+	if !res.OK {
+		res.Err = fmt.Sprintf("tag resolves to %s, copy returned %s", got.Digest, root.Digest)
+	}
+	return res
+}
+
+// copyRestarting is the restart-from-zero contender: what modctl does
+// today, built from oras-go's own Fetch and Push. Every blob gets a loop of
+// 6 attempts; each attempt is skipped if the blob already exists, otherwise
+// it fetches the blob from byte 0 and pushes it whole, under its own
+// deadline (size / 10 MiB/s x 2, clamped to [5 min, 8 h], modctl's
+// formula). Any error is retried (modctl matches error strings; nothing
+// here is classified) except the end of the caller's context; Retry-After
+// is not read. A failing blob does not cancel its siblings; the manifest is
+// pushed and tagged only when every blob is in place.
+func copyRestarting(ctx context.Context, src oras.ReadOnlyTarget, dst oras.Target, tag string, j job) (root ocispec.Descriptor, attempts, maxBlob int, err error) {
+	var mu sync.Mutex
+	// loop runs fn up to 6 times and returns the attempts it made.
+	loop := func(size int64, fn func(context.Context) error) (int, error) {
+		var err error
+		attempt := 1
+		for ; ; attempt++ {
+			mu.Lock()
+			attempts++
+			mu.Unlock()
+			actx, cancel := context.WithTimeout(ctx, retrypolicy.ComputePerAttemptTimeout(size))
+			err = fn(actx)
+			cancel()
+			if err == nil || errors.Is(err, errdef.ErrAlreadyExists) {
+				return attempt, nil
+			}
+			if ctx.Err() != nil || attempt == 6 {
+				return attempt, err
+			}
+			// Exponential backoff with ±50% jitter, as sturdy's.
+			d := min(j.Backoff<<(attempt-1), j.MaxBackoff)
+			d = time.Duration(float64(d) * (0.5 + rand.Float64()))
+			select {
+			case <-ctx.Done():
+			case <-time.After(d):
+			}
+		}
+	}
+
+	if _, err := loop(0, func(ctx context.Context) (err error) {
+		root, err = src.Resolve(ctx, tag)
+		return err
+	}); err != nil {
+		return root, attempts, maxBlob, fmt.Errorf("resolve: %w", err)
+	}
+	var raw []byte
+	if _, err := loop(root.Size, func(ctx context.Context) (err error) {
+		raw, err = content.FetchAll(ctx, src, root)
+		return err
+	}); err != nil {
+		return root, attempts, maxBlob, fmt.Errorf("fetch manifest: %w", err)
+	}
+	var m ocispec.Manifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return root, attempts, maxBlob, err
+	}
+	blobs := append([]ocispec.Descriptor{m.Config}, m.Layers...)
+
+	sem := make(chan struct{}, max(j.Concurrency, 1))
+	var wg sync.WaitGroup
+	var errs []error
+	for _, d := range blobs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			n, err := loop(d.Size, func(ctx context.Context) error {
+				ok, err := dst.Exists(ctx, d)
+				if err != nil || ok {
+					return err
+				}
+				rc, err := src.Fetch(ctx, d)
+				if err != nil {
+					return err
+				}
+				defer rc.Close()
+				return dst.Push(ctx, d, rc)
+			})
+			mu.Lock()
+			maxBlob = max(maxBlob, n)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("blob %s: %w", d.Digest, err))
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return root, attempts, maxBlob, err
+	}
+	_, err = loop(root.Size, func(ctx context.Context) error {
+		if rp, ok := dst.(registry.ReferencePusher); ok {
+			return rp.PushReference(ctx, root, bytes.NewReader(raw), tag)
+		}
+		if err := dst.Push(ctx, root, bytes.NewReader(raw)); err != nil && !errors.Is(err, errdef.ErrAlreadyExists) {
+			return err
+		}
+		return dst.Tag(ctx, root, tag)
+	})
+	return root, attempts, maxBlob, err
+}

@@ -1,0 +1,486 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"math"
+	"os"
+	"regexp"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"oras.land/oras-go/v2/content/oci"
+)
+
+// notesMarker separates the generated report from notes written by hand
+// below it; writeReport keeps everything from the marker on.
+const notesMarker = "<!-- bench:notes (everything below this line is kept when the report is regenerated) -->"
+
+type report struct {
+	cfg       config
+	started   time.Time
+	elapsed   time.Duration
+	runs      []*run
+	scenarios []*scenario
+	markdown  string
+	verdicts  []verdict
+}
+
+type verdict struct {
+	target string
+	met    bool
+	detail string
+}
+
+// cell is the aggregate of one contender's runs of one scenario and
+// direction.
+type cell struct {
+	runs     []*run
+	okCount  int
+	ratio    float64 // median of time / sturdy's time in the same repetition; NaN if none
+	ratios   []float64
+	seconds  float64 // median
+	wire     float64 // median wire / payload
+	body     float64 // median body / payload
+	requests int64   // median
+	maxRSS   int64   // max over runs
+	peakHeap uint64  // max over runs
+}
+
+func (r *report) cell(scen, dir, contender string) *cell {
+	c := &cell{ratio: math.NaN()}
+	sturdy := map[int]*run{}
+	for _, x := range r.runs {
+		if x.scenario == scen && x.direction == dir {
+			if x.contender == cSturdy {
+				sturdy[x.rep] = x
+			}
+			if x.contender == contender {
+				c.runs = append(c.runs, x)
+			}
+		}
+	}
+	if len(c.runs) == 0 {
+		return nil
+	}
+	var secs, wire, body, reqs []float64
+	for _, x := range c.runs {
+		if x.ok() {
+			c.okCount++
+		}
+		if s := sturdy[x.rep]; s != nil && s.ok() && s.res.Seconds > 0 {
+			c.ratios = append(c.ratios, x.res.Seconds/s.res.Seconds)
+		}
+		secs = append(secs, x.res.Seconds)
+		wire = append(wire, float64(x.wire())/float64(x.payload))
+		body = append(body, float64(x.body())/float64(x.payload))
+		reqs = append(reqs, float64(x.requests()))
+		c.maxRSS = max(c.maxRSS, x.res.PeakRSS)
+		c.peakHeap = max(c.peakHeap, x.res.PeakHeap)
+	}
+	if len(c.ratios) > 0 {
+		c.ratio = median(c.ratios)
+	}
+	c.seconds, c.wire, c.body, c.requests = median(secs), median(wire), median(body), int64(median(reqs))
+	return c
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func (r *report) render() {
+	var b strings.Builder
+	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	cfg := r.cfg
+
+	p("# sturdy benchmark\n\n")
+	p("sturdy side by side with oras-go v2.7.0 on one in-process CNCF distribution registry ")
+	p("(`examples/registrytest`, filesystem driver, plain HTTP on 127.0.0.1), the same faults on the wire for every contender.\n\n")
+	p("| | |\n|---|---|\n")
+	p("| command | `%s` |\n", commandLine(cfg.Args))
+	p("| date | %s |\n", r.started.Format("2006-01-02 15:04 MST"))
+	p("| go | %s %s/%s |\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	p("| cpu | %s, %d cores |\n", cpuModel(), runtime.NumCPU())
+	if k := readTrim("/proc/sys/kernel/osrelease"); k != "" {
+		p("| kernel | %s |\n", k)
+	}
+	if m := memTotal(); m != "" {
+		p("| memory | %s |\n", m)
+	}
+	p("| run time | %s |\n\n", r.elapsed.Round(time.Second))
+
+	p("## Targets\n\n")
+	p("Judged by the program from the measurements below.\n\n")
+	r.verdicts = r.judge()
+	if len(r.verdicts) == 0 {
+		p("No target could be judged from the scenarios run.\n\n")
+	}
+	for _, v := range r.verdicts {
+		mark := "**met**"
+		if !v.met {
+			mark = "**MISSED**"
+		}
+		p("- %s: %s. %s\n", v.target, mark, v.detail)
+	}
+	p("\n")
+
+	p("## Contenders\n\n")
+	for _, c := range cfg.Contenders {
+		p("- `%s`: %s.\n", c, contenderLabels[c])
+	}
+	p("\nDetails: `oras` and `sturdy` use the same client (an `auth.Client` over `http.DefaultClient`, ")
+	p("which is what `transfer.NewClient(nil, nil)` returns); `oras-dc` uses `auth.DefaultClient`, whose `retry.DefaultClient` ")
+	p("retries GET/HEAD/POST and rewindable bodies up to 5 times. `retry6` is a per-blob loop built from oras-go's own ")
+	p("`Exists`, `Fetch` and `Push` (not a loop over `oras.Copy`): each attempt checks whether the blob exists, ")
+	p("then fetches it from byte 0 and pushes it whole, under a deadline of size / 10 MiB/s x 2 clamped to [5 min, 8 h] ")
+	p("(modctl's formula); any error except the caller's deadline is retried, Retry-After is not read, a failing blob ")
+	p("does not cancel the others, and the manifest goes last. Its backoff is sturdy's: %s initial, doubling with ±50%% jitter, capped at %s ", cfg.Backoff, cfg.MaxBackoff)
+	p("(the production default is 5 s / 2 min; shorter here so waits do not dominate every faulty scenario). ")
+	p("Every contender moves up to %d blobs at once (oras-go's default is 3, sturdy's 4). Every run has a caller deadline of %s ", cfg.Concurrency, cfg.Deadline)
+	p("(%s in the stall scenario).\n\n", cfg.StallDeadline)
+
+	p("## How it is measured\n\n")
+	p("- Blobs are random bytes from a seeded ChaCha8 stream, written to OCI layouts on disk; pull = registry -> a fresh OCI layout (`oci.Store`), ")
+	p("push = OCI layout -> a repository of its own (so nothing is skipped or mounted). Pulls read from a repository seeded once, outside the measurement.\n")
+	p("- Each run is a separate process (the bench binary re-executed); **peak RSS** is that process's `VmHWM` (/proc/self/status) at the end, ")
+	p("so it is the contender's own, Go runtime and touched binary pages included (about 20 MiB of any row is that baseline). ")
+	p("Not getrusage: Go starts children with vfork semantics and Linux folds the parent's RSS (here the registry) into the child's `ru_maxrss` at exec. ")
+	p("Peak heap is the highest `/memory/classes/heap/objects:bytes` sampled every 10 ms.\n")
+	p("- **time vs sturdy** is the run's wall time (the copy call alone, not process start) divided by sturdy's in the same scenario and repetition; ")
+	p("below 1 means faster than sturdy. Absolute seconds are in the next column.\n")
+	p("- **wire/payload**: bytes on the registry's sockets in the payload's direction (sent for a pull, received for a push; status lines and headers included) ")
+	p("divided by the artifact's size (layers + config + manifest). **body/payload** counts only blob and manifest body bytes, without headers. ")
+	p("A failed run's counters show what it moved before it gave up.\n")
+	p("- Before every run the faults are cleared and injected again and the counters reset; contenders run in turn, ")
+	p("and the clean-link scenario is repeated %d times, each repetition starting with a different contender (medians reported).\n\n", cfg.Reps)
+
+	for _, sc := range r.scenarios {
+		p("## %s\n\n", sc.title)
+		p("%s. Artifact: %d layer(s), %s.", upperFirst(sc.fault), len(sc.art.layers), fmtBytes(sc.art.payload))
+		if sc.name == "bandwidth" {
+			var rates []string
+			for _, dir := range sc.directions {
+				if c := r.cell(sc.name, dir, cOras); c != nil && c.okCount > 0 && c.seconds > 0 {
+					rates = append(rates, fmt.Sprintf("%s %s/s", dir, fmtBytes(int64(float64(sc.art.payload)/c.seconds))))
+				}
+			}
+			if len(rates) > 0 {
+				p(" Delivered to plain oras-go: %s (payload / time).", strings.Join(rates, ", "))
+			}
+		}
+		if sc.reps > 1 {
+			p(" %d repetitions, medians.", sc.reps)
+		}
+		p("\n\n")
+		p("| dir | contender | ok | time vs sturdy | time | wire/payload | body/payload | requests | peak RSS | notes |\n")
+		p("|---|---|---|--:|--:|--:|--:|--:|--:|---|\n")
+		for _, dir := range sc.directions {
+			for _, c := range sc.contenders {
+				cl := r.cell(sc.name, dir, c)
+				if cl == nil {
+					continue
+				}
+				ratio := ratioText(cl.ratio)
+				if cl.okCount == 0 && ratio != "n/a" {
+					ratio = "(failed at " + ratio + ")"
+				}
+				p("| %s | %s | %s | %s | %.2f s | %.3f | %.3f | %d | %s | %s |\n", dir, c, cl.okText(), ratio,
+					cl.seconds, cl.wire, cl.body, cl.requests, fmtBytes(cl.maxRSS), cl.notes())
+			}
+		}
+		p("\n")
+	}
+
+	if slices.ContainsFunc(r.scenarios, func(s *scenario) bool { return s.name == "memory" }) &&
+		slices.ContainsFunc(r.scenarios, func(s *scenario) bool { return s.name == "clean" }) {
+		p("## Peak memory by blob size\n\n")
+		p("Peak RSS (and peak Go heap) of one process moving one blob, clean link; the %s row is the clean-link scenario's (max over its repetitions).\n\n", fmtBytes(cfg.Size))
+		p("| dir | contender | RSS @ %s | RSS @ %s | growth | heap @ %s | heap @ %s |\n", fmtBytes(cfg.MemSize), fmtBytes(cfg.Size), fmtBytes(cfg.MemSize), fmtBytes(cfg.Size))
+		p("|---|---|--:|--:|--:|--:|--:|\n")
+		for _, dir := range []string{"pull", "push"} {
+			for _, c := range cfg.Contenders {
+				small, big := r.cell("memory", dir, c), r.cell("clean", dir, c)
+				if small == nil || big == nil {
+					continue
+				}
+				p("| %s | %s | %s | %s | %+.1f%% | %s | %s |\n", dir, c, fmtBytes(small.maxRSS), fmtBytes(big.maxRSS),
+					100*(float64(big.maxRSS)/float64(small.maxRSS)-1), fmtBytes(int64(small.peakHeap)), fmtBytes(int64(big.peakHeap)))
+			}
+		}
+		p("\n")
+	}
+
+	var failed []*run
+	for _, x := range r.runs {
+		if !x.ok() {
+			failed = append(failed, x)
+		}
+	}
+	if len(failed) > 0 {
+		p("## Errors of the failed runs\n\n")
+		for _, x := range failed {
+			p("- %s %s `%s` (rep %d, %.1f s): `%s`\n", x.scenario, x.direction, x.contender, x.rep+1, x.res.Seconds, oneLine(x.errText(), 400))
+		}
+		p("\n")
+	}
+	r.markdown = b.String()
+}
+
+// judge checks the product's targets against the measurements.
+func (r *report) judge() []verdict {
+	var out []verdict
+	has := func(name string) bool {
+		return slices.ContainsFunc(r.scenarios, func(s *scenario) bool { return s.name == name })
+	}
+	if has("clean") && slices.Contains(r.cfg.Contenders, cOras) {
+		for _, dir := range []string{"pull", "push"} {
+			o := r.cell("clean", dir, cOras)
+			if o == nil || math.IsNaN(o.ratio) {
+				continue
+			}
+			// Throughput ratio sturdy/oras = time oras / time sturdy.
+			tp := o.ratio
+			out = append(out, verdict{
+				target: fmt.Sprintf("clean link, %s: sturdy within 3%% of plain oras-go's throughput", dir),
+				met:    tp >= 0.97,
+				detail: fmt.Sprintf("sturdy moved %.1f%% of oras-go's throughput (median of %d repetitions; per repetition: %s).", 100*tp, len(o.ratios), ratioList(o.ratios)),
+			})
+		}
+	}
+	if has("resets") {
+		for _, dir := range []string{"pull", "push"} {
+			s := r.cell("resets", dir, cSturdy)
+			if s == nil {
+				continue
+			}
+			var others []string
+			for _, c := range r.cfg.Contenders {
+				if c == cSturdy {
+					continue
+				}
+				if o := r.cell("resets", dir, c); o != nil {
+					state := "failed"
+					if o.okCount == len(o.runs) {
+						state = "succeeded"
+					}
+					others = append(others, fmt.Sprintf("`%s` %s with %.2fx on the wire", c, state, o.wire))
+				}
+			}
+			out = append(out, verdict{
+				target: fmt.Sprintf("resets, %s: sturdy succeeds with under 1.05x the payload on the wire", dir),
+				met:    s.okCount == len(s.runs) && s.wire < 1.05,
+				detail: fmt.Sprintf("sturdy: %s, %.3fx on the wire (%.3fx body bytes), %.2f s; %s.", s.okText(), s.wire, s.body, s.seconds, strings.Join(others, ", ")),
+			})
+		}
+	}
+	if has("memory") && has("clean") {
+		for _, dir := range []string{"pull", "push"} {
+			small, big := r.cell("memory", dir, cSturdy), r.cell("clean", dir, cSturdy)
+			if small == nil || big == nil || small.maxRSS == 0 {
+				continue
+			}
+			growth := float64(big.maxRSS)/float64(small.maxRSS) - 1
+			out = append(out, verdict{
+				target: fmt.Sprintf("memory flat as the blob grows, %s (peak RSS grows less than 10%% for a 4x larger blob)", dir),
+				met:    growth < 0.10,
+				detail: fmt.Sprintf("sturdy's peak RSS: %s at %s, %s at %s (%+.1f%%).", fmtBytes(small.maxRSS), fmtBytes(r.cfg.MemSize), fmtBytes(big.maxRSS), fmtBytes(r.cfg.Size), 100*growth),
+			})
+		}
+	}
+	for _, sc := range r.scenarios {
+		for _, dir := range sc.directions {
+			if s := r.cell(sc.name, dir, cSturdy); s != nil && s.okCount < len(s.runs) {
+				out = append(out, verdict{
+					target: fmt.Sprintf("sturdy succeeds: %s, %s", sc.name, dir),
+					detail: fmt.Sprintf("%d of %d runs failed; see the errors below.", len(s.runs)-s.okCount, len(s.runs)),
+				})
+			}
+		}
+	}
+	return out
+}
+
+func (c *cell) okText() string {
+	switch {
+	case c.okCount == len(c.runs):
+		return "yes"
+	case len(c.runs) == 1:
+		return "**no**: " + shortErr(c.runs[0].errText())
+	case c.okCount == 0:
+		return fmt.Sprintf("**no** (0/%d): %s", len(c.runs), shortErr(c.runs[0].errText()))
+	}
+	return fmt.Sprintf("**%d/%d**", c.okCount, len(c.runs))
+}
+
+func (c *cell) notes() string {
+	var n []string
+	x := c.runs[len(c.runs)-1]
+	switch x.contender {
+	case cSturdy:
+		var retries, resumes int
+		var waited float64
+		for _, y := range c.runs {
+			retries, resumes, waited = max(retries, y.res.Retries), max(resumes, y.res.Resumes), max(waited, y.res.BackoffS)
+		}
+		if retries > 0 || resumes > 0 {
+			n = append(n, fmt.Sprintf("%d retries, %d resumed, waited %.1f s", retries, resumes, waited))
+		}
+	case cRetry6:
+		var attempts int
+		for _, y := range c.runs {
+			attempts = max(attempts, y.res.MaxBlobAttempts)
+		}
+		if attempts > 1 {
+			n = append(n, fmt.Sprintf("%d attempts on one blob", attempts))
+		}
+	}
+	if len(c.ratios) > 1 && x.contender != cSturdy {
+		n = append(n, "ratios "+ratioList(c.ratios))
+	}
+	return strings.Join(n, "; ")
+}
+
+func upperFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+func ratioText(v float64) string {
+	if math.IsNaN(v) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2fx", v)
+}
+
+func ratioList(v []float64) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = fmt.Sprintf("%.2f", x)
+	}
+	return strings.Join(s, "/")
+}
+
+// shortErr names the cause of a failure in a few words.
+func shortErr(s string) string {
+	for _, k := range []struct{ needle, short string }{
+		{"context deadline exceeded", "caller deadline"},
+		{"connection reset by peer", "connection reset"},
+		{"broken pipe", "broken pipe"},
+		{"unexpected EOF", "unexpected EOF"},
+		{"503", "503"},
+		{"stalled", "stalled"},
+		{"EOF", "EOF"},
+	} {
+		if strings.Contains(s, k.needle) {
+			return k.short
+		}
+	}
+	return oneLine(s, 60)
+}
+
+// uploadState matches distribution's signed upload state in the URLs that
+// oras-go quotes in its errors: noise in a report.
+var uploadState = regexp.MustCompile(`_state=[^&"\s]*`)
+
+func oneLine(s string, n int) string {
+	s = uploadState.ReplaceAllString(strings.Join(strings.Fields(s), " "), "_state=…")
+	if len(s) > n {
+		s = s[:n] + "…"
+	}
+	return strings.ReplaceAll(s, "`", "'")
+}
+
+func fmtBytes(n int64) string {
+	switch {
+	case n >= gib && n%gib == 0:
+		return fmt.Sprintf("%d GiB", n/gib)
+	case n >= gib:
+		return fmt.Sprintf("%.1f GiB", float64(n)/float64(gib))
+	case n >= mib && n%mib == 0:
+		return fmt.Sprintf("%d MiB", n/mib)
+	case n >= mib:
+		return fmt.Sprintf("%.1f MiB", float64(n)/float64(mib))
+	case n >= kib && n%kib == 0:
+		return fmt.Sprintf("%d KiB", n/kib)
+	case n >= kib:
+		return fmt.Sprintf("%.1f KiB", float64(n)/float64(kib))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+func commandLine(args []string) string {
+	parts := []string{"go -C examples run ./bench"}
+	for _, a := range args {
+		if strings.ContainsAny(a, " \t'\"") {
+			a = "'" + a + "'"
+		}
+		parts = append(parts, a)
+	}
+	return strings.Join(parts, " ")
+}
+
+func cpuModel() string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return "unknown"
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}
+
+func memTotal() string {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var kb int64
+		if _, err := fmt.Sscanf(sc.Text(), "MemTotal: %d kB", &kb); err == nil {
+			return fmt.Sprintf("%.1f GiB", float64(kb)/float64(1<<20))
+		}
+	}
+	return ""
+}
+
+func readTrim(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// writeReport writes md to path, keeping hand-written notes that follow
+// notesMarker in the existing file.
+func writeReport(path, md string) error {
+	notes := notesMarker + "\n"
+	if old, err := os.ReadFile(path); err == nil {
+		if i := strings.Index(string(old), notesMarker); i >= 0 {
+			notes = string(old[i:])
+		}
+	}
+	return os.WriteFile(path, []byte(strings.TrimRight(md, "\n")+"\n\n"+notes), 0o644)
+}
+
+func openLayout(dir string) (*oci.Store, error) { return oci.New(dir) }
