@@ -411,6 +411,27 @@ func TestBandwidth(t *testing.T) {
 	}
 }
 
+// A high cap is delivered, not just enforced: every sleep overshoots a
+// little, and a pacer that forgot each overshoot held 64 MiB/s to ~28. On
+// a simulated clock whose sleeps overshoot by 0.5 ms, 64 MiB at 64 MiB/s
+// takes a second, and a pause still earns no burst afterwards.
+func TestPacerKeepsUpDespiteOvershoot(t *testing.T) {
+	var p pacer
+	const rate = 64 << 20
+	start := time.Unix(0, 0)
+	now := start
+	for sent := 0; sent < rate; sent += 64 << 10 {
+		now = now.Add(max(p.delay(64<<10, rate, now), 0) + 500*time.Microsecond)
+	}
+	if e := now.Sub(start); e < 950*time.Millisecond || e > 1100*time.Millisecond {
+		t.Fatalf("64 MiB at 64 MiB/s took %s of simulated time", e)
+	}
+	now = now.Add(10 * time.Second) // idle: no credit for it
+	if d := p.delay(64<<10, rate, now); d < 900*time.Microsecond {
+		t.Fatalf("after a pause the next piece is due in %s, want ~1ms", d)
+	}
+}
+
 func TestCounters(t *testing.T) {
 	r := New(t)
 	data := randomBytes(300<<10, 22)
