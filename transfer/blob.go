@@ -301,6 +301,16 @@ func (u *chunkedUpload) attempt(ctx context.Context, ret *retrypolicy.Retrier) e
 				return err
 			}
 			u.committed = u.up.Offset
+			if u.committed == 0 && mismatches >= 2 {
+				// distribution reports "0-0" for an empty upload and for
+				// one byte: a fresh session settles which it was.
+				u.abandon(ctx)
+				up, err := u.repo.StartUpload(ctx)
+				if err != nil {
+					return err
+				}
+				u.up = up
+			}
 			continue
 		}
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -132,10 +133,8 @@ func (g *graphCopier) node(ctx context.Context, desc ocispec.Descriptor, tag str
 func (g *graphCopier) copyNode(ctx context.Context, desc ocispec.Descriptor, tag string) error {
 	ev := newBlobEvents(g.blobs.opts.Observer, desc)
 	if !isManifest(desc) {
-		if err := g.sem.Acquire(ctx, 1); err != nil {
-			return err
-		}
-		defer g.sem.Release(1)
+		// The caller holds the blob's slot (a root that is a blob needs
+		// none: it is alone).
 		if err := g.blobs.copy(ctx, desc, ev); err != nil {
 			g.fail(ev, desc, err)
 			return err
@@ -168,19 +167,30 @@ func (g *graphCopier) copyNode(ctx context.Context, desc ocispec.Descriptor, tag
 		return err
 	}
 	var wg sync.WaitGroup
-	var failed sync.Once
-	childErr := false
+	var childErr atomic.Bool
 	for _, c := range children {
+		if !isManifest(c) {
+			// Take a blob's slot before starting its goroutine: a
+			// manifest of 10,000 layers runs Concurrency goroutines,
+			// not 10,000 waiting ones.
+			if err := g.sem.Acquire(ctx, 1); err != nil {
+				childErr.Store(true) // cancelled: the rest is not started
+				break
+			}
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if !isManifest(c) {
+				defer g.sem.Release(1)
+			}
 			if g.node(ctx, c, "") != nil {
-				failed.Do(func() { childErr = true })
+				childErr.Store(true)
 			}
 		}()
 	}
 	wg.Wait()
-	if childErr || ctx.Err() != nil {
+	if childErr.Load() || ctx.Err() != nil {
 		g.mu.Lock()
 		g.errs = append(g.errs, fmt.Errorf("%w: %s %s", ErrIncomplete, desc.MediaType, desc.Digest))
 		g.mu.Unlock()

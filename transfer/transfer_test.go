@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -254,5 +255,48 @@ func TestCopyGraphSameDigestOnce(t *testing.T) {
 	}
 	if started.Load() != 1 {
 		t.Fatalf("layer started %d times", started.Load())
+	}
+}
+
+// countingSource records how many blob fetches run at once, and how many
+// goroutines exist while they do.
+type countingSource struct {
+	*memory.Store
+	inFlight, maxInFlight atomic.Int64
+	maxGoroutines         atomic.Int64
+}
+
+func (c *countingSource) Fetch(ctx context.Context, d ocispec.Descriptor) (io.ReadCloser, error) {
+	if d.MediaType == ocispec.MediaTypeImageManifest {
+		return c.Store.Fetch(ctx, d)
+	}
+	n := c.inFlight.Add(1)
+	defer c.inFlight.Add(-1)
+	for m := c.maxInFlight.Load(); n > m && !c.maxInFlight.CompareAndSwap(m, n); m = c.maxInFlight.Load() {
+	}
+	if g := int64(runtime.NumGoroutine()); g > c.maxGoroutines.Load() {
+		c.maxGoroutines.Store(g)
+	}
+	time.Sleep(time.Millisecond) // let the others pile up if they can
+	return c.Store.Fetch(ctx, d)
+}
+
+func TestCopyBoundsConcurrencyAndGoroutines(t *testing.T) {
+	sizes := make([]int, 200)
+	for i := range sizes {
+		sizes[i] = 100 + i
+	}
+	src, _, _ := artifact(t, sizes...)
+	cs := &countingSource{Store: src}
+	before := int64(runtime.NumGoroutine())
+	if _, err := Copy(context.Background(), cs, "v1", memory.New(), "", Options{Concurrency: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if m := cs.maxInFlight.Load(); m > 3 || m < 1 {
+		t.Fatalf("max blobs in flight %d, want <= 3", m)
+	}
+	// 200 layers must not mean 200 goroutines.
+	if g := cs.maxGoroutines.Load() - before; g > 20 {
+		t.Fatalf("%d goroutines above the baseline during the copy", g)
 	}
 }

@@ -314,3 +314,46 @@ func TestManifestRetryAfterHonoured(t *testing.T) {
 		t.Fatalf("waits %v, want two Retry-After waits capped at 10ms", waits)
 	}
 }
+
+// A 416 on a PATCH means the registry holds another offset than ours: the
+// upload asks where it stands and goes on from there, within the attempt.
+func TestPushPatch416Requeries(t *testing.T) {
+	reg := registrytest.New(t)
+	a := newArtifact(t, 3*MiB)
+	reg.Inject(registrytest.Rule{Kind: registrytest.UploadPatch, Times: 1, Action: registrytest.Respond(http.StatusRequestedRangeNotSatisfiable)})
+	ev := &events{}
+	dst := repo(t, reg, "push-416")
+	if _, err := transfer.Copy(context.Background(), a.store, "v1", dst, "", transfer.Options{Retry: fast(2), Observer: ev}); err != nil {
+		t.Fatal(err)
+	}
+	verifyStore(t, dst, a)
+	st := reg.Stats()
+	if st.Kinds[registrytest.UploadStatus].Requests < 1 || st.Kinds[registrytest.UploadPatch].Statuses[http.StatusRequestedRangeNotSatisfiable] != 1 {
+		t.Fatalf("stats %+v", st.Kinds)
+	}
+	if len(ev.of(progress.Retrying)) != 0 {
+		t.Fatalf("a 416 should be settled within the attempt: %v", ev.reasons(progress.Retrying))
+	}
+}
+
+// Options.MountFrom names a repository on the destination registry to
+// mount from before uploading.
+func TestPushMountFrom(t *testing.T) {
+	reg := registrytest.New(t)
+	a := newArtifact(t, 2*MiB)
+	seed(t, reg, "library/base", a)
+	dst := repo(t, reg, "team/model")
+	reg.ResetStats()
+	ev := &events{}
+	opts := transfer.Options{MountFrom: []string{"does/not-exist", "library/base"}, Observer: ev}
+	if _, err := transfer.Copy(context.Background(), a.store, "v1", dst, "", opts); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(ev.of(progress.Mounted)); n != 2 {
+		t.Fatalf("mounted %d blobs, want 2 (config and layer)", n)
+	}
+	if n := reg.Stats().Kinds[registrytest.UploadPatch].RequestBodyBytes + reg.Stats().Kinds[registrytest.UploadPut].RequestBodyBytes; n > 0 {
+		t.Fatalf("%d blob bytes uploaded despite the mount", n)
+	}
+	verifyStore(t, dst, a)
+}

@@ -169,9 +169,6 @@ type Upload struct {
 	Offset int64
 	// MinChunk is the registry's OCI-Chunk-Min-Length, 0 if none.
 	MinChunk int64
-	// rejectedAtZero: a PATCH at offset 0 got a 416, so a status of "0-0"
-	// means one byte, not none (see parseUploadRange).
-	rejectedAtZero bool
 }
 
 // StartUpload POSTs a new upload session.
@@ -257,17 +254,14 @@ func (up *Upload) Status(ctx context.Context) (int64, error) {
 			return 0, err
 		}
 	}
-	if n == 0 && up.rejectedAtZero {
-		n = 1
-	}
 	up.Offset = n
 	return n, nil
 }
 
 // parseUploadRange reads an upload's "0-N" Range header (some registries
 // write "bytes=0-N") as N+1 bytes. distribution writes "0-0" for an empty
-// upload as well as for one byte; this reads it as 0, and Patch's 416
-// handling settles the one-byte case.
+// upload as well as for one byte; this reads it as 0, and a caller whose
+// PATCH at 0 keeps getting 416 starts a fresh session.
 func parseUploadRange(v string) (int64, bool) {
 	v = strings.TrimPrefix(strings.TrimSpace(v), "bytes=")
 	a, b, ok := strings.Cut(v, "-")
@@ -321,9 +315,6 @@ func (up *Upload) Patch(ctx context.Context, body io.ReadCloser, n int64, getBod
 	switch resp.StatusCode {
 	case http.StatusAccepted, http.StatusNoContent, http.StatusCreated:
 	case http.StatusRequestedRangeNotSatisfiable:
-		if up.Offset == 0 {
-			up.rejectedAtZero = true
-		}
 		return fmt.Errorf("%w: %w", ErrOffsetMismatch, retrypolicy.FromResponse(resp))
 	case http.StatusMethodNotAllowed, http.StatusNotImplemented:
 		return fmt.Errorf("%w: %w", ErrChunkedUnsupported, retrypolicy.FromResponse(resp))
