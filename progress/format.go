@@ -6,18 +6,18 @@ import (
 	"time"
 )
 
-// formatBytes renders n with binary units: "512 B", "1.5 GiB", "412 MiB".
+// FormatBytes renders n with binary units: "512 B", "1.5 GiB", "412 MiB".
 // Below 100 of a unit it keeps one decimal, which is as much precision as a
-// person reading a summary uses.
-func formatBytes(n int64) string {
+// person reading a progress bar or a summary uses.
+func FormatBytes(n int64) string {
 	if n < 0 {
-		return "-" + formatBytes(-max(n, -math.MaxInt64))
+		return "-" + FormatBytes(-max(n, -math.MaxInt64))
 	}
 	return formatFloatBytes(float64(n))
 }
 
-// formatRate renders bytes per second: "412 MiB/s".
-func formatRate(bytesPerSecond float64) string {
+// FormatRate renders bytes per second: "412 MiB/s".
+func FormatRate(bytesPerSecond float64) string {
 	if bytesPerSecond <= 0 || math.IsNaN(bytesPerSecond) || math.IsInf(bytesPerSecond, 0) {
 		return "0 B/s"
 	}
@@ -41,9 +41,9 @@ func formatFloatBytes(v float64) string {
 	return strconv.FormatFloat(v, 'f', prec, 64) + " " + units[unit:unit+1] + "iB"
 }
 
-// formatDuration rounds d to what a person cares about at that scale:
-// tenths of a second under a minute, whole seconds above.
-func formatDuration(d time.Duration) string {
+// FormatDuration rounds d to what a person cares about at that scale:
+// milliseconds under a second, tenths under a minute, whole seconds above.
+func FormatDuration(d time.Duration) string {
 	switch {
 	case d <= 0:
 		return "0s"

@@ -20,8 +20,8 @@ func TestFormatBytes(t *testing.T) {
 		-2048:          "-2.0 KiB",
 		math.MinInt64:  "-8.0 EiB",
 	} {
-		if got := formatBytes(n); got != want {
-			t.Errorf("formatBytes(%d) = %q, want %q", n, got, want)
+		if got := FormatBytes(n); got != want {
+			t.Errorf("FormatBytes(%d) = %q, want %q", n, got, want)
 		}
 	}
 }
@@ -35,8 +35,8 @@ func TestFormatRate(t *testing.T) {
 		412 << 20:    "412 MiB/s",
 		12.25 * 1024: "12.2 KiB/s",
 	} {
-		if got := formatRate(r); got != want {
-			t.Errorf("formatRate(%v) = %q, want %q", r, got, want)
+		if got := FormatRate(r); got != want {
+			t.Errorf("FormatRate(%v) = %q, want %q", r, got, want)
 		}
 	}
 }
@@ -49,8 +49,8 @@ func TestFormatDuration(t *testing.T) {
 		12345 * time.Millisecond: "12.3s",
 		62500 * time.Millisecond: "1m3s",
 	} {
-		if got := formatDuration(d); got != want {
-			t.Errorf("formatDuration(%v) = %q, want %q", d, got, want)
+		if got := FormatDuration(d); got != want {
+			t.Errorf("FormatDuration(%v) = %q, want %q", d, got, want)
 		}
 	}
 }

@@ -247,9 +247,9 @@ func (s Summary) String() string {
 	}
 
 	b.WriteString("\nbytes    ")
-	b.WriteString(formatBytes(s.Payload))
+	b.WriteString(FormatBytes(s.Payload))
 	b.WriteString(" payload, ")
-	b.WriteString(formatBytes(s.Wire))
+	b.WriteString(FormatBytes(s.Wire))
 	b.WriteString(" on the wire")
 	if s.Payload > 0 {
 		b.WriteString(" (")
@@ -261,7 +261,7 @@ func (s Summary) String() string {
 	b.WriteString(strconv.Itoa(s.Retries))
 	if s.Backoff > 0 {
 		b.WriteString(" (waited ")
-		b.WriteString(formatDuration(s.Backoff))
+		b.WriteString(FormatDuration(s.Backoff))
 		b.WriteString(")")
 	}
 	b.WriteString(", ")
@@ -269,10 +269,10 @@ func (s Summary) String() string {
 	b.WriteString(" resumed")
 
 	b.WriteString("\ntime     ")
-	b.WriteString(formatDuration(s.Elapsed))
+	b.WriteString(FormatDuration(s.Elapsed))
 	if s.Elapsed > 0 {
 		b.WriteString(", ")
-		b.WriteString(formatRate(s.Rate()))
+		b.WriteString(FormatRate(s.Rate()))
 		b.WriteString(" average")
 	}
 
@@ -280,7 +280,7 @@ func (s Summary) String() string {
 		b.WriteString("\nfailed   ")
 		b.WriteString(string(f.Desc.Digest))
 		b.WriteString(" (")
-		b.WriteString(formatBytes(f.Desc.Size))
+		b.WriteString(FormatBytes(f.Desc.Size))
 		b.WriteString(")")
 		reason := f.Reason
 		if reason == "" && f.Err != nil {

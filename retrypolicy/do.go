@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+
+	"github.com/sturdyoci/sturdy/internal/ctxsleep"
 )
 
 // Error is the error of a Do call that did not succeed: the last attempt's
@@ -117,7 +119,7 @@ func NewRetrier(cfg Config, size int64) (*Retrier, error) {
 	cfg = cfg.withDefaults()
 	r := &Retrier{cfg: cfg, size: size, sleep: cfg.sleep, bo: newBackoff(cfg)}
 	if r.sleep == nil {
-		r.sleep = sleepContext
+		r.sleep = ctxsleep.Sleep
 	}
 	return r, nil
 }
@@ -264,18 +266,4 @@ func newBackoff(cfg Config) *backoff.ExponentialBackOff {
 		// default would end a long resumable transfer by the clock.
 		backoff.WithMaxElapsedTime(0),
 	)
-}
-
-func sleepContext(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

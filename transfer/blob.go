@@ -20,6 +20,7 @@ import (
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/errcode"
 
+	"github.com/sturdyoci/sturdy/internal/ctxsleep"
 	"github.com/sturdyoci/sturdy/internal/httpblob"
 	"github.com/sturdyoci/sturdy/retrypolicy"
 )
@@ -294,7 +295,7 @@ func (u *chunkedUpload) attempt(ctx context.Context, ret *retrypolicy.Retrier) e
 			// The registry's offset differs from ours; it may still be
 			// recording a broken PATCH. Ask again, a moment later.
 			mismatches++
-			if err := sleepCtx(ctx, time.Duration(mismatches)*50*time.Millisecond); err != nil {
+			if err := ctxsleep.Sleep(ctx, time.Duration(mismatches)*50*time.Millisecond); err != nil {
 				return err
 			}
 			if _, err := u.up.Status(ctx); err != nil {
@@ -432,7 +433,7 @@ func (u *chunkedUpload) settle(ctx context.Context) int64 {
 		if u.committed > before || i == 1 {
 			break
 		}
-		if sleepCtx(ctx, 100*time.Millisecond) != nil {
+		if ctxsleep.Sleep(ctx, 100*time.Millisecond) != nil {
 			break
 		}
 	}
@@ -476,16 +477,5 @@ func waitGroupTimeout(wg *sync.WaitGroup, d time.Duration) bool {
 		return true
 	case <-t.C:
 		return false
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }

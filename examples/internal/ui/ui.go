@@ -16,7 +16,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -79,52 +78,12 @@ func ShortDigest(d string) string {
 	return d
 }
 
-// Bytes renders n with binary units: "512 B", "1.5 GiB", "412 MiB".
-func Bytes(n int64) string {
-	if n < 0 {
-		return "-" + Bytes(-max(n, -math.MaxInt64))
-	}
-	return floatBytes(float64(n))
-}
-
-// Rate renders bytes per second: "412 MiB/s".
-func Rate(bps float64) string {
-	if !(bps > 0) || math.IsInf(bps, 0) {
-		return "0 B/s"
-	}
-	return floatBytes(bps) + "/s"
-}
-
-func floatBytes(v float64) string {
-	const units = "KMGTPE"
-	if v < 1024 {
-		return strconv.FormatFloat(math.Round(v), 'f', 0, 64) + " B"
-	}
-	unit := -1
-	for v >= 1024 && unit < len(units)-1 {
-		v /= 1024
-		unit++
-	}
-	prec := 0
-	if v < 100 {
-		prec = 1
-	}
-	return strconv.FormatFloat(v, 'f', prec, 64) + " " + units[unit:unit+1] + "iB"
-}
-
-// Duration rounds d to what a person reads: milliseconds under a second,
-// tenths under a minute, whole seconds above.
-func Duration(d time.Duration) string {
-	switch {
-	case d <= 0:
-		return "0s"
-	case d < time.Second:
-		return d.Round(time.Millisecond).String()
-	case d < time.Minute:
-		return d.Round(100 * time.Millisecond).String()
-	}
-	return d.Round(time.Second).String()
-}
+// Bytes, Rate and Duration format as the progress package's summaries do.
+var (
+	Bytes    = progress.FormatBytes
+	Rate     = progress.FormatRate
+	Duration = progress.FormatDuration
+)
 
 // ParseSize reads a byte count: a plain integer, or a number with a unit,
 // binary (KiB, MiB, GiB, TiB; K, M, G, T and k, m, g, t mean the same) or
