@@ -238,7 +238,14 @@ func (m *blobMover) uploadChunked(ctx context.Context, desc ocispec.Descriptor, 
 			u.abandon(ctx)
 			return err
 		}
-		if u.digestRejected(err) && !u.restarted {
+		if u.sessionGone(err) {
+			// The registry forgot the session (expired, purged, or a
+			// restart without shared storage): what it held is gone, so
+			// start a new one from byte 0 on the next attempt.
+			u.up, u.committed, u.stale = nil, 0, false
+			ev.note("registry lost the upload session; starting a new one from byte 0")
+			err = retrypolicy.Transient(err)
+		} else if u.digestRejected(err) && !u.restarted {
 			// The registry refused the digest of what it holds: the bytes
 			// were corrupted somewhere. Start a fresh session from byte 0,
 			// once.
@@ -447,6 +454,20 @@ func (u *chunkedUpload) abandon(ctx context.Context) {
 		cancel()
 	}
 	u.up, u.committed, u.stale = nil, 0, false
+}
+
+// sessionGone reports a 404 BLOB_UPLOAD_UNKNOWN on the session's URL.
+func (u *chunkedUpload) sessionGone(err error) bool {
+	var er *errcode.ErrorResponse
+	if !errors.As(err, &er) || er.StatusCode != http.StatusNotFound {
+		return false
+	}
+	for _, e := range er.Errors {
+		if e.Code == errcode.ErrorCodeBlobUploadUnknown {
+			return true
+		}
+	}
+	return false
 }
 
 func (u *chunkedUpload) digestRejected(err error) bool {

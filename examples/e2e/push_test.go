@@ -357,3 +357,23 @@ func TestPushMountFrom(t *testing.T) {
 	}
 	verifyStore(t, dst, a)
 }
+
+// A registry that forgot the upload session (404 BLOB_UPLOAD_UNKNOWN: it
+// expired, or was purged) gets a new session from byte 0.
+func TestPushSessionLostStartsOver(t *testing.T) {
+	reg := registrytest.New(t)
+	a := newArtifact(t, 3*MiB)
+	reg.Inject(registrytest.Rule{Kind: registrytest.UploadPatch, Times: 1, Action: registrytest.Respond(http.StatusNotFound)})
+	ev := &events{}
+	dst := repo(t, reg, "push-lost")
+	if _, err := transfer.Copy(context.Background(), a.store, "v1", dst, "", transfer.Options{Retry: fast(3), Observer: ev}); err != nil {
+		t.Fatal(err)
+	}
+	verifyStore(t, dst, a)
+	if !contains(ev.reasons(progress.Note), "registry lost the upload session; starting a new one from byte 0") {
+		t.Fatalf("notes %v", ev.reasons(progress.Note))
+	}
+	if n := reg.Stats().Kinds[registrytest.UploadPost].Requests; n < 3 { // config, layer, layer again
+		t.Fatalf("%d upload sessions started", n)
+	}
+}
