@@ -55,6 +55,7 @@ func (m *blobMover) retryConfig(ev *blobEvents) retrypolicy.Config {
 	cfg.OnRetry = func(ri retrypolicy.RetryInfo) {
 		ev.retrying(ri.Attempt, ri.Offset, ri.Reason, ri.Backoff, ri.Err)
 		if user != nil {
+			ri.Err = redacted(ri.Err)
 			user(ri)
 		}
 	}

@@ -35,6 +35,8 @@ func newBlobEvents(obs progress.Observer, desc ocispec.Descriptor) *blobEvents {
 	return &blobEvents{obs: obs, desc: desc, attempt: 1}
 }
 
+// emit sends e. Errors in events are redacted like returned errors: an
+// observer that logs them must not print upload state or signatures.
 func (b *blobEvents) emit(e progress.Event) {
 	if b.obs == nil {
 		return
@@ -74,7 +76,7 @@ func (b *blobEvents) moved(n, offset int64) {
 func (b *blobEvents) retrying(attempt int, offset int64, reason string, backoff time.Duration, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.emit(progress.Event{Kind: progress.Retrying, Attempt: attempt, Offset: offset, Reason: reason, Backoff: backoff, Err: err})
+	b.emit(progress.Event{Kind: progress.Retrying, Attempt: attempt, Offset: offset, Reason: reason, Backoff: backoff, Err: redacted(err)})
 	b.attempt = attempt + 1
 }
 
@@ -116,7 +118,7 @@ func (b *blobEvents) mounted(from string) {
 func (b *blobEvents) failed(reason string, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.emit(progress.Event{Kind: progress.Failed, Reason: reason, Err: err})
+	b.emit(progress.Event{Kind: progress.Failed, Reason: reason, Err: redacted(err)})
 }
 
 // dropped counts bytes read only to be thrown away (a source that cannot

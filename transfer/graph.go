@@ -58,9 +58,17 @@ func CopyGraph(ctx context.Context, src content.ReadOnlyStorage, dst content.Sto
 }
 
 // metadataPolicy is the policy of small requests (HEAD, manifests, tags):
-// the caller's, OnRetry included; they emit no progress events.
+// the caller's, OnRetry included (with errors redacted, as everywhere);
+// they emit no progress events.
 func metadataPolicy(opts Options) retrypolicy.Config {
-	return opts.Retry
+	cfg := opts.Retry
+	if user := cfg.OnRetry; user != nil {
+		cfg.OnRetry = func(ri retrypolicy.RetryInfo) {
+			ri.Err = redacted(ri.Err)
+			user(ri)
+		}
+	}
+	return cfg
 }
 
 type graphCopier struct {

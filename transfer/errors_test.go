@@ -1,0 +1,57 @@
+package transfer
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/sturdyoci/sturdy/progress"
+	"github.com/sturdyoci/sturdy/retrypolicy"
+)
+
+// oras-go quotes request URLs whole in its errors; an upload URL carries
+// distribution's _state (a signed session) and storage URLs carry
+// signatures. None may reach an error's text; errors.Is/As still work.
+func TestBlobErrorRedactsAndUnwraps(t *testing.T) {
+	inner := &url.Error{Op: "Put", URL: "http://r:5000/v2/m/blobs/uploads/u?_state=SECRET.JWT&digest=sha256%3Aab&X-Amz-Signature=SIG",
+		Err: fmt.Errorf("write: %w", syscall.ECONNRESET)}
+	desc := ocispec.Descriptor{Digest: digest.FromString("x"), Size: 1}
+	err := blobError(desc, &retrypolicy.Error{Attempts: 4, Err: inner})
+	msg := err.Error()
+	for _, secret := range []string{"SECRET.JWT", "SIG"} {
+		if strings.Contains(msg, secret) {
+			t.Fatalf("error text leaks %q: %s", secret, msg)
+		}
+	}
+	for _, want := range []string{desc.Digest.String(), "4 attempt(s)", "_state=REDACTED", "digest=sha256"} {
+		if !strings.Contains(msg, want) {
+			t.Fatalf("error text %q lacks %q", msg, want)
+		}
+	}
+	var be *BlobError
+	if !errors.As(err, &be) || be.Attempts != 4 || !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("chain broken: %#v", err)
+	}
+	if r := redacted(inner); strings.Contains(r.Error(), "SECRET") || !errors.Is(r, syscall.ECONNRESET) {
+		t.Fatalf("redacted(): %v", r)
+	}
+}
+
+func TestEventErrorsAreRedacted(t *testing.T) {
+	var got []error
+	ev := newBlobEvents(progress.Func(func(e progress.Event) { got = append(got, e.Err) }), ocispec.Descriptor{Digest: digest.FromString("x"), Size: 1})
+	leak := errors.New(`PATCH "http://r/v2/m/blobs/uploads/u?_state=SECRET": reset`)
+	ev.retrying(1, 0, "connection reset", 0, leak)
+	ev.failed("connection reset", leak)
+	for _, err := range got {
+		if strings.Contains(err.Error(), "SECRET") || !errors.Is(err, leak) {
+			t.Fatalf("event error %v", err)
+		}
+	}
+}
