@@ -115,7 +115,7 @@ func classify(err error) class {
 		return retry("attempt timeout")
 	case errors.Is(err, context.Canceled):
 		return permanent("canceled")
-	case errors.Is(err, context.DeadlineExceeded):
+	case isContextDeadline(err):
 		// Do turns an attempt's own deadline into ErrAttemptTimeout; a bare
 		// DeadlineExceeded is the caller's deadline.
 		return permanent("deadline exceeded")
@@ -186,6 +186,32 @@ func classify(err error) class {
 }
 
 const reasonUnknown = "unclassified error"
+
+// isContextDeadline reports whether context.DeadlineExceeded itself is in
+// err's tree. errors.Is is not enough: the net package's i/o timeouts and
+// net/http's client and header timeouts answer Is(DeadlineExceeded) too,
+// and those are network timeouts, retryable like any other.
+func isContextDeadline(err error) bool {
+	for err != nil {
+		if err == context.DeadlineExceeded {
+			return true
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() error }:
+			err = u.Unwrap()
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				if isContextDeadline(e) {
+					return true
+				}
+			}
+			return false
+		default:
+			return false
+		}
+	}
+	return false
+}
 
 // classifyStatus sorts HTTP status codes and registry error codes. A
 // permanent registry code (DENIED, UNAUTHORIZED, NAME_UNKNOWN) wins over the

@@ -69,7 +69,7 @@
 //	ErrTooSlow                                                yes    too slow
 //	ErrAttemptTimeout (attempt deadline, caller alive)        yes    attempt timeout
 //	context.Canceled                                          no     canceled
-//	context.DeadlineExceeded (the caller's deadline)          no     deadline exceeded
+//	context.DeadlineExceeded itself (the caller's deadline)   no     deadline exceeded
 //	registry code DENIED / UNAUTHORIZED / NAME_UNKNOWN        no     denied / unauthorized / repository not found (HTTP n)
 //	registry code TOOMANYREQUESTS                             yes    rate limited
 //	registry code UNAVAILABLE                                 yes    unavailable (HTTP n)
@@ -96,6 +96,11 @@
 //	io.EOF, net.ErrClosed, "server closed idle connection"    yes    connection closed
 //	net.Error with Timeout() (i/o timeout, TLS handshake)     yes    timeout / TLS handshake timeout
 //	anything else                                             no     unclassified error
+//
+// The net package's i/o timeouts and net/http's client and header timeouts
+// answer errors.Is(err, context.DeadlineExceeded) too; they are network
+// timeouts and fall to the net.Error rule, since only the context's own
+// DeadlineExceeded value counts as the caller's deadline.
 //
 // HTTP status comes from a [*StatusError] or oras-go's
 // *errcode.ErrorResponse. Errno rules see through *net.OpError,

@@ -145,7 +145,13 @@ func (m *blobMover) mount(ctx context.Context, desc ocispec.Descriptor) (string,
 // destination to read (a registry that stops taking bytes) is cut after
 // twice the stall timeout, so that a stalled source is healed first.
 func (m *blobMover) pushWhole(ctx context.Context, desc ocispec.Descriptor, ev *blobEvents) error {
-	outer, err := retrypolicy.NewRetrier(m.retryConfig(ev), desc.Size)
+	// The source's reads carry the size-derived deadlines (each reopen on
+	// the bytes still to come); a deadline on the whole push as well would
+	// cut a slow but healing pull and restart it from byte 0. The
+	// destination's side is bounded by its stall and low-speed watchdog.
+	outerCfg := m.retryConfig(ev)
+	outerCfg.AttemptTimeout = -1
+	outer, err := retrypolicy.NewRetrier(outerCfg, desc.Size)
 	if err != nil {
 		return err
 	}
@@ -190,10 +196,12 @@ func (m *blobMover) pushWhole(ctx context.Context, desc ocispec.Descriptor, ev *
 			}
 			continue
 		}
-		if re != nil {
+		if re != nil && actx.Err() == nil {
 			cancel(nil)
 			return err // already retried as far as the policy allows
 		}
+		// Otherwise the attempt itself was cut (the destination stalled):
+		// the outer loop decides, and names the cause.
 		err = outer.Retry(ctx, err, 0)
 		cancel(nil)
 		if err != nil {
@@ -239,6 +247,15 @@ func (m *blobMover) uploadChunked(ctx context.Context, desc ocispec.Descriptor, 
 			u.abandon(ctx)
 			return err
 		}
+		if u.committed == desc.Size || u.sessionGone(err) {
+			// Every byte was sent and the commit failed, or the session
+			// is gone: the registry may have committed the blob and only
+			// the answer was lost. Look before sending it all again.
+			if ok, xerr := m.dst.Exists(ctx, desc); xerr == nil && ok {
+				cancel(nil)
+				return nil
+			}
+		}
 		if u.sessionGone(err) {
 			// The registry forgot the session (expired, purged, or a
 			// restart without shared storage): what it held is gone, so
@@ -246,9 +263,10 @@ func (m *blobMover) uploadChunked(ctx context.Context, desc ocispec.Descriptor, 
 			u.up, u.committed, u.stale = nil, 0, false
 			ev.note("registry lost the upload session; starting a new one from byte 0")
 			err = retrypolicy.Transient(err)
-		} else if u.digestRejected(err) && !u.restarted {
-			// The registry refused the digest of what it holds: the bytes
-			// were corrupted somewhere. Start a fresh session from byte 0,
+		} else if (u.digestRejected(err) || errors.Is(err, content.ErrMismatchedDigest)) && !u.restarted {
+			// The registry refused the digest of what it holds, or the
+			// source stream did not match its digest: the bytes were
+			// corrupted somewhere. Start a fresh session from byte 0,
 			// once.
 			u.restarted = true
 			cancel(nil)
@@ -388,7 +406,19 @@ func (u *chunkedUpload) patch(ctx context.Context, ret *retrypolicy.Retrier) err
 	u.sent += last.offset - start
 	if err != nil {
 		for _, hr := range readers {
-			if re, ok := hr.err.(*readerError); ok {
+			re, ok := hr.err.(*readerError)
+			switch {
+			case !ok:
+			case ctx.Err() != nil:
+				// The upload's attempt ended (its deadline, its
+				// watchdog) and took the source with it: the upload's
+				// loop decides, and names the cause.
+				return fmt.Errorf("reading source: %w", re.err)
+			case errors.Is(re.err, content.ErrMismatchedDigest):
+				// A corrupted source stream: the upload restarts
+				// once from 0 (see uploadChunked).
+				return fmt.Errorf("reading source: %w", re.err)
+			default:
 				// The source failed as far as its own policy allows:
 				// say so, and do not retry it again.
 				return retrypolicy.Permanent(fmt.Errorf("reading source: %w", re.err))

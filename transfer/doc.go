@@ -54,6 +54,14 @@
 // upload with retries, restarting from 0, and a progress.Note says so. A
 // digest the registry rejects restarts the upload once from byte 0.
 //
+// Attempt deadlines follow the bytes still to move. On a pull into a store
+// (an OCI layout), each reopen of the source is an attempt whose deadline
+// covers what is left, so a link slower than the deadline assumes still
+// finishes, attempt by attempt; the store's side has no deadline of its
+// own, only the watchdog. On an upload each PATCH attempt has the deadline
+// of the bytes the registry does not hold yet. A deadline that fires while
+// the caller's context is alive is retried like any retryable failure.
+//
 // MaxAttempts bounds attempts that make no progress: an attempt that moved
 // the committed offset forward by at least Retry.MinProgress (1 MiB by
 // default) resets the count and the backoff. A 256 MiB blob over a link

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -90,7 +91,10 @@ func (w *wrapped) do(ctx context.Context, size int64, fn func(context.Context) e
 
 // Fetch implements content.Fetcher.
 func (w *wrapped) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
-	if isManifest(desc) && desc.Size <= w.opts.maxMetadataBytes() {
+	if isManifest(desc) {
+		if desc.Size > w.opts.maxMetadataBytes() {
+			return nil, w.tooLarge(desc)
+		}
 		var raw []byte
 		err := w.do(ctx, desc.Size, func(ctx context.Context) error {
 			rc, err := w.t.Fetch(ctx, desc)
@@ -140,7 +144,10 @@ func (f *fetchedBlob) Close() error { return f.hr.Close() }
 
 // Push implements content.Pusher.
 func (w *wrapped) Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader) error {
-	if isManifest(desc) && desc.Size <= w.opts.maxMetadataBytes() {
+	if isManifest(desc) {
+		if desc.Size > w.opts.maxMetadataBytes() {
+			return w.tooLarge(desc)
+		}
 		raw, err := content.ReadAll(r, desc)
 		if err != nil {
 			return err
@@ -171,6 +178,13 @@ func (w *wrapped) Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader
 	}
 	ev.completed()
 	return nil
+}
+
+// tooLarge refuses a manifest above MaxMetadataBytes, as oras-go's
+// repository does: it is read into memory to be retried.
+func (w *wrapped) tooLarge(desc ocispec.Descriptor) error {
+	return fmt.Errorf("manifest %s is %d bytes, more than MaxMetadataBytes %d: %w",
+		desc.Digest, desc.Size, w.opts.maxMetadataBytes(), errdef.ErrSizeExceedsLimit)
 }
 
 // Exists implements content.Storage.

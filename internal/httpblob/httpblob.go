@@ -19,6 +19,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
@@ -116,8 +117,9 @@ func (r *Repo) OpenRange(ctx context.Context, desc ocispec.Descriptor, offset in
 		}
 		return resp.Body, nil
 	case resp.StatusCode == http.StatusNotFound:
-		resp.Body.Close()
-		return nil, fmt.Errorf("blob %s: %w", desc.Digest, retrypolicy.FromResponse(resp))
+		// errdef.ErrNotFound, as oras-go's own Fetch reports it.
+		defer resp.Body.Close()
+		return nil, fmt.Errorf("blob %s: %w: %w", desc.Digest, errdef.ErrNotFound, retrypolicy.FromResponse(resp))
 	default:
 		defer resp.Body.Close()
 		return nil, retrypolicy.FromResponse(resp)
