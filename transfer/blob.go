@@ -271,7 +271,11 @@ func (m *blobMover) uploadChunked(ctx context.Context, desc ocispec.Descriptor, 
 			u.restarted = true
 			cancel(nil)
 			u.abandon(ctx)
-			ev.note("registry rejected the digest; restarting the upload from byte 0")
+			if u.digestRejected(err) {
+				ev.note("registry rejected the digest; restarting the upload from byte 0")
+			} else {
+				ev.note("source stream did not match its digest; restarting the upload from byte 0")
+			}
 			continue
 		}
 		offset := u.settle(ctx)
