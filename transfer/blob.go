@@ -35,8 +35,10 @@ type blobMover struct {
 	wd      watchdogConfig
 }
 
+// newBlobMover moves blobs from src to dst, targets that observedTarget
+// has already seen.
 func newBlobMover(src content.ReadOnlyStorage, dst content.Storage, opts Options) *blobMover {
-	src, dst = observedTarget(src, opts), observedTarget(dst, opts)
+	opts.Observer = opts.observer()
 	m := &blobMover{opts: opts, src: newSource(src), dst: dst, wd: opts.watchdogConfig()}
 	if r, ok := unwrapTarget(src).(*remote.Repository); ok {
 		m.srcRepo = r
@@ -47,15 +49,14 @@ func newBlobMover(src content.ReadOnlyStorage, dst content.Storage, opts Options
 	return m
 }
 
-// retryConfig is opts.Retry with OnRetry also reporting to the blob's
-// events.
+// retryConfig is the policy of a blob's bytes: metadataPolicy's, with
+// each retry also reported as the blob's event.
 func (m *blobMover) retryConfig(ev *blobEvents) retrypolicy.Config {
-	cfg := m.opts.Retry
+	cfg := metadataPolicy(m.opts)
 	user := cfg.OnRetry
 	cfg.OnRetry = func(ri retrypolicy.RetryInfo) {
 		ev.retrying(ri.Attempt, ri.Offset, ri.Reason, ri.Backoff, ri.Err)
 		if user != nil {
-			ri.Err = redacted(ri.Err)
 			user(ri)
 		}
 	}
@@ -77,7 +78,15 @@ func (m *blobMover) copy(ctx context.Context, desc ocispec.Descriptor, ev *blobE
 		ev.mounted(from)
 		return nil
 	}
+	return m.upload(ctx, desc, ev)
+}
+
+// upload sends the blob's bytes from the source: resumable chunks to a
+// registry, a healing read into anything else. It emits Started and, on
+// success, Completed.
+func (m *blobMover) upload(ctx context.Context, desc ocispec.Descriptor, ev *blobEvents) error {
 	ev.started(0)
+	var err error
 	if m.dstRepo != nil && !m.opts.Monolithic && desc.Size >= minChunkedSize {
 		err = m.uploadChunked(ctx, desc, ev)
 		if errors.Is(err, httpblob.ErrChunkedUnsupported) {
@@ -169,7 +178,7 @@ func (m *blobMover) pushWhole(ctx context.Context, desc ocispec.Descriptor, ev *
 		if verifiesOnPush(m.dst) {
 			// One SHA-256 pass is enough: on 2 cores a second one costs
 			// a third of a pull's throughput.
-			hr.hash = nil
+			hr.digester = nil
 		}
 		stop := watch(m.wd.patient(), hr.moved, idleClock(hr.busy), outer.Cancel)
 		pctx, slot := captureRetryAfter(actx)

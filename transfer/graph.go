@@ -101,7 +101,6 @@ func copyGraph(ctx context.Context, src content.ReadOnlyStorage, dst content.Sto
 		sem:   semaphore.NewWeighted(int64(opts.concurrency())),
 		nodes: map[digest.Digest]*nodeResult{},
 	}
-	g.blobs.opts.Observer = opts.observer()
 	err := g.node(ctx, root, tag)
 	g.mu.Lock()
 	errs := g.errs
@@ -163,7 +162,7 @@ func (g *graphCopier) copyNode(ctx context.Context, desc ocispec.Descriptor, tag
 			return nil
 		}
 	}
-	raw, err := g.fetchManifest(ctx, desc)
+	raw, err := readManifest(ctx, g.opts, g.src, desc)
 	if err != nil {
 		g.fail(ev, desc, err)
 		return err
@@ -214,25 +213,22 @@ func (g *graphCopier) copyNode(ctx context.Context, desc ocispec.Descriptor, tag
 }
 
 func (g *graphCopier) fail(ev *blobEvents, desc ocispec.Descriptor, err error) {
-	if ctx := errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded); ctx {
-		ev.failed("canceled", err)
-	} else {
-		ev.failed(retrypolicy.ShortReason(err), err)
-	}
+	ev.failed(retrypolicy.ShortReason(err), err) // "canceled" when the caller cancelled
 	g.mu.Lock()
 	g.errs = append(g.errs, blobError(desc, redacted(err)))
 	g.mu.Unlock()
 }
 
-// fetchManifest reads a manifest whole, verified, under the retry policy.
-func (g *graphCopier) fetchManifest(ctx context.Context, desc ocispec.Descriptor) ([]byte, error) {
-	if desc.Size > g.opts.maxMetadataBytes() {
-		return nil, retrypolicy.Permanent(fmt.Errorf("manifest %s is %d bytes, more than MaxMetadataBytes %d: %w",
-			desc.Digest, desc.Size, g.opts.maxMetadataBytes(), errdef.ErrSizeExceedsLimit))
+// readManifest reads a manifest whole, verified, under the retry policy.
+// Manifests are read into memory so that their push can be retried; one
+// above MaxMetadataBytes is refused, as oras-go's repository refuses it.
+func readManifest(ctx context.Context, opts Options, f content.Fetcher, desc ocispec.Descriptor) ([]byte, error) {
+	if err := checkManifestSize(opts, desc); err != nil {
+		return nil, err
 	}
 	var raw []byte
-	err := doMetadata(ctx, g.opts, desc.Size, func(ctx context.Context) error {
-		rc, err := g.src.Fetch(ctx, desc)
+	err := doMetadata(ctx, opts, desc.Size, func(ctx context.Context) error {
+		rc, err := f.Fetch(ctx, desc)
 		if err != nil {
 			return err
 		}
@@ -241,6 +237,14 @@ func (g *graphCopier) fetchManifest(ctx context.Context, desc ocispec.Descriptor
 		return err
 	})
 	return raw, err
+}
+
+func checkManifestSize(opts Options, desc ocispec.Descriptor) error {
+	if desc.Size > opts.maxMetadataBytes() {
+		return fmt.Errorf("manifest %s is %d bytes, more than MaxMetadataBytes %d: %w",
+			desc.Digest, desc.Size, opts.maxMetadataBytes(), errdef.ErrSizeExceedsLimit)
+	}
+	return nil
 }
 
 func (g *graphCopier) pushManifest(ctx context.Context, desc ocispec.Descriptor, raw []byte, tag string) error {

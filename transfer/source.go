@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"sync/atomic"
 
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry/remote"
@@ -27,11 +27,8 @@ type source interface {
 }
 
 func newSource(s content.Fetcher) source {
-	switch t := unwrapTarget(s).(type) {
-	case *remote.Repository:
-		return &registrySource{repo: httpblob.FromRepository(t), fetcher: t}
-	case content.Fetcher:
-		return fetcherSource{t}
+	if r, ok := unwrapTarget(s).(*remote.Repository); ok {
+		return &registrySource{repo: httpblob.FromRepository(r), fetcher: r}
 	}
 	return fetcherSource{s}
 }
@@ -103,9 +100,9 @@ type healingReader struct {
 	wd   watchdogConfig
 	ev   *blobEvents
 
-	offset  int64
-	hash    hash.Hash // nil: not verified here (the stream began mid-blob)
-	resumes int
+	offset   int64
+	digester digest.Digester // nil: not verified here (began mid-blob, or the destination verifies)
+	resumes  int
 
 	body   io.ReadCloser
 	skip   int64
@@ -121,7 +118,7 @@ func newHealingReader(ctx context.Context, desc ocispec.Descriptor, src source, 
 	r := &healingReader{ctx: ctx, desc: desc, src: src, ret: ret, wd: wd, ev: ev, offset: offset,
 		moved: new(atomic.Int64), active: new(activeClock), busy: new(activeClock)}
 	if offset == 0 && desc.Digest.Validate() == nil {
-		r.hash = desc.Digest.Algorithm().Hash()
+		r.digester = desc.Digest.Algorithm().Digester()
 	}
 	return r
 }
@@ -189,8 +186,8 @@ func (r *healingReader) prime() error {
 
 func (r *healingReader) advance(b []byte) {
 	n := int64(len(b))
-	if r.hash != nil {
-		r.hash.Write(b)
+	if r.digester != nil {
+		r.digester.Hash().Write(b)
 	}
 	r.offset += n
 	r.moved.Add(n)
@@ -267,8 +264,8 @@ func (r *healingReader) retry(err error) error {
 
 func (r *healingReader) finish() {
 	r.closeBody()
-	if r.hash != nil {
-		if got := fmt.Sprintf("%s:%x", r.desc.Digest.Algorithm(), r.hash.Sum(nil)); got != r.desc.Digest.String() {
+	if r.digester != nil {
+		if got := r.digester.Digest(); got != r.desc.Digest {
 			r.err = &readerError{fmt.Errorf("%w: got %s, want %s", content.ErrMismatchedDigest, got, r.desc.Digest)}
 			return
 		}

@@ -3,17 +3,13 @@ package transfer
 import (
 	"bytes"
 	"context"
-	"errors"
-	"fmt"
 	"io"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/content"
-	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry"
 
-	"github.com/sturdyoci/sturdy/internal/httpblob"
 	"github.com/sturdyoci/sturdy/retrypolicy"
 )
 
@@ -45,9 +41,7 @@ func Wrap(t oras.Target, opts Options) oras.Target {
 		return nil
 	}
 	w := &wrapped{t: observedTarget(unwrapTarget(t).(oras.Target), opts), opts: opts}
-	w.src = newSource(w.t)
 	w.mover = newBlobMover(w.t, w.t, opts)
-	w.mover.opts.Observer = opts.observer()
 	_, rf := w.t.(registry.ReferenceFetcher)
 	_, rp := w.t.(registry.ReferencePusher)
 	_, mo := w.t.(registry.Mounter)
@@ -81,8 +75,7 @@ func unwrapTarget(t any) any {
 type wrapped struct {
 	t     oras.Target
 	opts  Options
-	src   source
-	mover *blobMover
+	mover *blobMover // its source reads w.t, its destination is w.t
 }
 
 func (w *wrapped) do(ctx context.Context, size int64, fn func(context.Context) error) error {
@@ -92,21 +85,9 @@ func (w *wrapped) do(ctx context.Context, size int64, fn func(context.Context) e
 // Fetch implements content.Fetcher.
 func (w *wrapped) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
 	if isManifest(desc) {
-		if desc.Size > w.opts.maxMetadataBytes() {
-			return nil, w.tooLarge(desc)
-		}
-		var raw []byte
-		err := w.do(ctx, desc.Size, func(ctx context.Context) error {
-			rc, err := w.t.Fetch(ctx, desc)
-			if err != nil {
-				return err
-			}
-			defer rc.Close()
-			raw, err = content.ReadAll(rc, desc)
-			return err
-		})
+		raw, err := readManifest(ctx, w.opts, w.t, desc)
 		if err != nil {
-			return nil, err
+			return nil, redacted(err)
 		}
 		return io.NopCloser(bytes.NewReader(raw)), nil
 	}
@@ -115,7 +96,7 @@ func (w *wrapped) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCl
 	if err != nil {
 		return nil, err
 	}
-	hr := newHealingReader(ctx, desc, w.src, ret, w.mover.wd, ev, 0)
+	hr := newHealingReader(ctx, desc, w.mover.src, ret, w.mover.wd, ev, 0)
 	// Open now, so that a blob that is not there fails here, where
 	// oras-go expects it, and not on the first Read.
 	if err := hr.prime(); err != nil {
@@ -145,8 +126,8 @@ func (f *fetchedBlob) Close() error { return f.hr.Close() }
 // Push implements content.Pusher.
 func (w *wrapped) Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader) error {
 	if isManifest(desc) {
-		if desc.Size > w.opts.maxMetadataBytes() {
-			return w.tooLarge(desc)
+		if err := checkManifestSize(w.opts, desc); err != nil {
+			return err
 		}
 		raw, err := content.ReadAll(r, desc)
 		if err != nil {
@@ -157,34 +138,13 @@ func (w *wrapped) Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader
 		})
 	}
 	ev := newBlobEvents(w.mover.opts.Observer, desc)
-	ev.started(0)
 	m := *w.mover
 	m.src = readerSource(r)
-	var err error
-	if m.dstRepo != nil && !m.opts.Monolithic {
-		err = m.uploadChunked(ctx, desc, ev)
-		if errors.Is(err, httpblob.ErrChunkedUnsupported) {
-			ev.note("registry does not support resumable chunked uploads; falling back to monolithic upload")
-			err = m.pushWhole(ctx, desc, ev)
-		}
-	} else {
-		err = m.pushWhole(ctx, desc, ev)
-	}
-	if err != nil {
-		if !errors.Is(err, errdef.ErrAlreadyExists) {
-			ev.failed(retrypolicy.ShortReason(err), err)
-		}
+	if err := m.upload(ctx, desc, ev); err != nil {
+		ev.failed(retrypolicy.ShortReason(err), err)
 		return redacted(err)
 	}
-	ev.completed()
 	return nil
-}
-
-// tooLarge refuses a manifest above MaxMetadataBytes, as oras-go's
-// repository does: it is read into memory to be retried.
-func (w *wrapped) tooLarge(desc ocispec.Descriptor) error {
-	return fmt.Errorf("manifest %s is %d bytes, more than MaxMetadataBytes %d: %w",
-		desc.Digest, desc.Size, w.opts.maxMetadataBytes(), errdef.ErrSizeExceedsLimit)
 }
 
 // Exists implements content.Storage.
@@ -240,8 +200,8 @@ func (w *wrappedRegistry) FetchReference(ctx context.Context, ref string) (ocisp
 			return err
 		}
 		defer rc.Close()
-		if desc.Size > w.opts.maxMetadataBytes() {
-			return retrypolicy.Permanent(errdef.ErrSizeExceedsLimit)
+		if err := checkManifestSize(w.opts, desc); err != nil {
+			return retrypolicy.Permanent(err)
 		}
 		raw, err = content.ReadAll(rc, desc)
 		d = desc

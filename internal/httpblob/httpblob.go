@@ -19,6 +19,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry"
 	"oras.land/oras-go/v2/registry/remote"
@@ -102,7 +103,7 @@ func (r *Repo) OpenRange(ctx context.Context, desc ocispec.Descriptor, offset in
 		if resp.ContentLength >= 0 && resp.ContentLength != desc.Size {
 			resp.Body.Close()
 			return nil, fmt.Errorf("blob %s: server sent %d bytes, descriptor says %d: %w",
-				desc.Digest, resp.ContentLength, desc.Size, errSizeMismatch)
+				desc.Digest, resp.ContentLength, desc.Size, content.ErrInvalidDescriptorSize)
 		}
 		if offset > 0 {
 			return resp.Body, ErrRangeIgnored
@@ -125,8 +126,6 @@ func (r *Repo) OpenRange(ctx context.Context, desc ocispec.Descriptor, offset in
 		return nil, retrypolicy.FromResponse(resp)
 	}
 }
-
-var errSizeMismatch = errors.New("size mismatch")
 
 // parseContentRange reads "bytes a-b/size" (size may be "*": -1).
 func parseContentRange(v string) (start, end, total int64, ok bool) {
