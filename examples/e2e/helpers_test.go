@@ -170,6 +170,27 @@ func contains(ss []string, s string) bool {
 
 func ratio(wire, payload int64) float64 { return float64(wire) / float64(payload) }
 
+// assertIsolated checks what a failed blob must leave behind: its healthy
+// sibling copied, and neither the manifest above it nor the tag.
+func assertIsolated(t testing.TB, err error, dst content.ReadOnlyStorage, a *artifact, sibling ocispec.Descriptor) {
+	t.Helper()
+	if !errors.Is(err, transfer.ErrIncomplete) {
+		t.Fatalf("err = %v, want ErrIncomplete", err)
+	}
+	ctx := context.Background()
+	if ok, _ := dst.Exists(ctx, sibling); !ok {
+		t.Fatal("the healthy sibling was not copied")
+	}
+	if ok, _ := dst.Exists(ctx, a.root); ok {
+		t.Fatal("manifest pushed although a layer failed")
+	}
+	if r, ok := dst.(content.Resolver); ok {
+		if _, err := r.Resolve(ctx, "v1"); err == nil {
+			t.Fatal("tagged although a layer failed")
+		}
+	}
+}
+
 func mustFailOn(t testing.TB, err error, d digest.Digest) *transfer.BlobError {
 	t.Helper()
 	var be *transfer.BlobError
