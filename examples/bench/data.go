@@ -38,18 +38,15 @@ type artifact struct {
 	payload int64 // manifest + config + layers: what a full copy moves
 }
 
-// prng is a deterministic random stream: the same seed gives the same bytes
-// on every machine and every run, so blobs (and digests) are reproducible.
-type prng struct{ r *rand.ChaCha8 }
-
-func newPRNG(seed uint64) *prng {
+// newPRNG returns a deterministic random stream: the same seed gives the
+// same bytes on every machine and every run, so blobs (and digests) are
+// reproducible.
+func newPRNG(seed uint64) *rand.ChaCha8 {
 	var s [32]byte
 	binary.LittleEndian.PutUint64(s[:], seed)
 	copy(s[8:], "sturdy-bench-seed-sturdy-bench")
-	return &prng{rand.NewChaCha8(s)}
+	return rand.NewChaCha8(s)
 }
-
-func (p *prng) Read(b []byte) (int, error) { return p.r.Read(b) }
 
 // makeArtifact writes an artifact with the given layer sizes into a fresh
 // OCI layout under parent. Layers are streamed from the PRNG straight into

@@ -27,9 +27,10 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sturdyoci/sturdy/examples/internal/ui"
 )
 
 const (
@@ -202,22 +203,12 @@ func splitList(s string) []string {
 	return out
 }
 
-// parseSize reads "512MiB", "8M", "4KiB", "1GiB" or a plain byte count.
+// parseSize reads a size flag with the examples' parser (ui.ParseSize)
+// and insists on a positive count.
 func parseSize(s string) (int64, error) {
-	t := strings.TrimSpace(strings.ToLower(s))
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		n      int64
-	}{{"gib", gib}, {"mib", mib}, {"kib", kib}, {"g", gib}, {"m", mib}, {"k", kib}, {"b", 1}} {
-		if strings.HasSuffix(t, u.suffix) {
-			t, mult = strings.TrimSuffix(t, u.suffix), u.n
-			break
-		}
+	n, err := ui.ParseSize(s)
+	if err == nil && n <= 0 {
+		err = fmt.Errorf("size %q: must be positive", s)
 	}
-	n, err := strconv.ParseInt(strings.TrimSpace(t), 10, 64)
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("bad size %q", s)
-	}
-	return n * mult, nil
+	return n, err
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"oras.land/oras-go/v2/content/oci"
+
+	"github.com/sturdyoci/sturdy/progress"
 )
 
 // notesMarker separates the generated report from notes written by hand
@@ -403,23 +405,8 @@ func oneLine(s string, n int) string {
 	return strings.ReplaceAll(s, "`", "'")
 }
 
-func fmtBytes(n int64) string {
-	switch {
-	case n >= gib && n%gib == 0:
-		return fmt.Sprintf("%d GiB", n/gib)
-	case n >= gib:
-		return fmt.Sprintf("%.1f GiB", float64(n)/float64(gib))
-	case n >= mib && n%mib == 0:
-		return fmt.Sprintf("%d MiB", n/mib)
-	case n >= mib:
-		return fmt.Sprintf("%.1f MiB", float64(n)/float64(mib))
-	case n >= kib && n%kib == 0:
-		return fmt.Sprintf("%d KiB", n/kib)
-	case n >= kib:
-		return fmt.Sprintf("%.1f KiB", float64(n)/float64(kib))
-	}
-	return fmt.Sprintf("%d B", n)
-}
+// fmtBytes formats sizes as the library's summaries do.
+var fmtBytes = progress.FormatBytes
 
 func commandLine(args []string) string {
 	parts := []string{"go -C examples run ./bench"}
