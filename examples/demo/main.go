@@ -25,9 +25,9 @@ const (
 	repoName = "demo/model"
 	tag      = "v1"
 	// minResetEvery keeps every reset period above the progress rule:
-	// an attempt must commit Retry.MinProgress (1 MiB) to reset the
-	// attempt count, and the stall fault sits at half a period.
-	minResetEvery = 2 << 20
+	// an attempt must commit Retry.MinProgress to reset the attempt
+	// count, and the stall fault sits at half a period.
+	minResetEvery = 2 * retrypolicy.DefaultMinProgress
 )
 
 // config is what the flags set.
