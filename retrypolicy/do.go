@@ -168,6 +168,9 @@ func (r *Retrier) Cancel(cause error) {
 // passed to Cancel is named in the error.
 func (r *Retrier) Retry(ctx context.Context, err error, offset int64) error {
 	err = r.explain(ctx, err)
+	if ra, ok := RetryAfter(err); ok && r.cfg.MaxRetryAfter > 0 && ra > r.cfg.MaxRetryAfter {
+		capRetryAfter(err, r.cfg.MaxRetryAfter)
+	}
 	if ctx.Err() != nil {
 		return &Error{Attempts: r.attempts, Err: cancelled(ctx, err)}
 	}

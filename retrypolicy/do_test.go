@@ -263,6 +263,26 @@ func TestDoRetryAfterHonouredAndCapped(t *testing.T) {
 	}
 }
 
+// A server asking for 27777h is waited MaxRetryAfter, and the error's text
+// says what was waited, not what was asked.
+func TestDoRetryAfterTextShowsTheWaitUsed(t *testing.T) {
+	fs := &fakeSleep{}
+	cfg := Config{sleep: fs.sleep, MaxAttempts: 2, MaxRetryAfter: 15 * time.Minute}
+	var infos []RetryInfo
+	cfg.OnRetry = func(ri RetryInfo) { infos = append(infos, ri) }
+	err := Do(context.Background(), cfg, 0, func(context.Context) error {
+		return WithRetryAfter(&StatusError{StatusCode: 429, RetryAfter: 27777 * time.Hour}, 27777*time.Hour)
+	})
+	if len(fs.waits) != 1 || fs.waits[0] != 15*time.Minute {
+		t.Fatalf("waits = %v", fs.waits)
+	}
+	for _, msg := range []string{err.Error(), infos[0].Err.Error()} {
+		if strings.Contains(msg, "27777h") || !strings.Contains(msg, "15m0s") {
+			t.Fatalf("text %q should show the 15m wait used, not the ask", msg)
+		}
+	}
+}
+
 func TestDoResumableProgressResetsBudget(t *testing.T) {
 	// 256 MiB over a link that breaks every 32 MiB finishes with 3 attempts.
 	const size, every = 256 << 20, 32 << 20

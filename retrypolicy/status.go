@@ -2,6 +2,7 @@ package retrypolicy
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -27,11 +28,15 @@ type StatusError struct {
 	StatusCode int
 	// Codes are the registry error codes of an OCI error body, in order.
 	Codes []string
-	// RetryAfter is the wait the server asked for; 0 if none.
+	// RetryAfter is the wait the server asked for; 0 if none. The loop
+	// waits at most Config.MaxRetryAfter; the error's text shows the wait
+	// it used.
 	RetryAfter time.Duration
 	// Err is the parsed error body as an *errcode.ErrorResponse, so
 	// errors.As finds oras-go's type too. It may be nil.
 	Err error
+
+	waited time.Duration // the wait the loop used, when it capped RetryAfter
 }
 
 func (e *StatusError) Error() string {
@@ -46,7 +51,9 @@ func (e *StatusError) Error() string {
 	if len(e.Codes) > 0 {
 		b.WriteString(" (" + strings.Join(e.Codes, ", ") + ")")
 	}
-	if e.RetryAfter > 0 {
+	if e.waited > 0 {
+		fmt.Fprintf(&b, ", retry after %s (capped)", e.waited)
+	} else if e.RetryAfter > 0 {
 		fmt.Fprintf(&b, ", retry after %s", e.RetryAfter)
 	}
 	return b.String()
@@ -116,12 +123,45 @@ func WithRetryAfter(err error, wait time.Duration) error {
 }
 
 type retryAfterError struct {
-	err  error
-	wait time.Duration
+	err    error
+	wait   time.Duration
+	waited time.Duration // the wait the loop used, when it capped wait
 }
 
 func (e *retryAfterError) Error() string {
+	if e.waited > 0 {
+		return fmt.Sprintf("%v (retry after %s, capped)", e.err, e.waited)
+	}
 	return fmt.Sprintf("%v (retry after %s)", e.err, e.wait)
+}
+
+// capRetryAfter records, in the Retry-After errors of err's chain that ask
+// for more than limit, that the loop waits limit: their text then says
+// what was done, not what a server asked ("retry after 27777h").
+func capRetryAfter(err error, limit time.Duration) {
+	for err != nil {
+		switch e := err.(type) {
+		case *retryAfterError:
+			if e.wait > limit {
+				e.waited = limit
+			}
+		case *StatusError:
+			if e.RetryAfter > limit {
+				e.waited = limit
+			}
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() error }:
+			err = u.Unwrap()
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				capRetryAfter(e, limit)
+			}
+			return
+		default:
+			return
+		}
+	}
 }
 func (e *retryAfterError) Unwrap() error { return e.err }
 
@@ -164,13 +204,17 @@ func ParseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 	if v == "" {
 		return 0, false
 	}
+	// Beyond ~292 years a Duration overflows; nobody waits that long, and
+	// the loop caps it at Config.MaxRetryAfter anyway.
+	const maxSecs = int64(1<<63-1) / int64(time.Second)
 	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
 		if secs < 0 {
 			return 0, false
 		}
-		// Beyond ~292 years a Duration overflows; nobody waits that long.
-		const maxSecs = int64(1<<63-1) / int64(time.Second)
 		return time.Duration(min(secs, maxSecs)) * time.Second, true
+	} else if errors.Is(err, strconv.ErrRange) && v[0] != '-' {
+		// All digits, beyond int64: a huge ask, not a missing one.
+		return time.Duration(maxSecs) * time.Second, true
 	}
 	t, err := http.ParseTime(v)
 	if err != nil {
