@@ -8,12 +8,14 @@ package httpblob
 
 import (
 	"context"
+	_ "crypto/sha512" // sha512 digests are verifiable only with it linked
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -24,6 +26,7 @@ import (
 	"oras.land/oras-go/v2/registry"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/errcode"
 
 	"github.com/sturdyoci/sturdy/retrypolicy"
 )
@@ -36,9 +39,17 @@ var (
 	// ErrBadContentRange: a 206 whose Content-Range does not start at the
 	// requested offset or does not match the blob size.
 	ErrBadContentRange = errors.New("registry sent a Content-Range that does not match the request")
+	// ErrRangeRefused: the server answered a ranged GET with 416 although
+	// the range lies inside the blob (some registries serve only some
+	// Range forms).
+	ErrRangeRefused = errors.New("registry refused a Range inside the blob")
 	// ErrChunkedUnsupported: the registry refused the chunked upload
-	// protocol or cannot report an upload's offset.
+	// protocol.
 	ErrChunkedUnsupported = errors.New("registry does not support resumable chunked uploads")
+	// ErrNoUploadStatus: the registry cannot report an upload's offset: its
+	// status query is missing (400, 404, 405, 501) or answers without a
+	// usable Range header.
+	ErrNoUploadStatus = errors.New("registry cannot report an upload's offset")
 	// ErrUnsafeLocation: an upload Location on another host or downgrading
 	// https to http; oras-go refuses these too (GHSA-jxpm-75mh-9fp7).
 	ErrUnsafeLocation = errors.New("unsafe upload location")
@@ -79,20 +90,40 @@ func (r *Repo) pushCtx(ctx context.Context) context.Context {
 	return auth.AppendRepositoryScope(ctx, r.Ref, auth.ActionPull, auth.ActionPush)
 }
 
+// ValidateDigest refuses a digest that sturdy cannot verify or that is not
+// safe in a URL: an unknown or unavailable algorithm, or an encoded part
+// that is not the algorithm's hex form (path text such as "../" included).
+// The error wraps errdef.ErrInvalidDigest and is permanent.
+func ValidateDigest(desc ocispec.Descriptor) error {
+	if err := desc.Digest.Validate(); err != nil {
+		return retrypolicy.Permanent(fmt.Errorf("%s %q: %w: %w", desc.MediaType, desc.Digest, errdef.ErrInvalidDigest, err))
+	}
+	return nil
+}
+
 // OpenRange GETs desc's content from offset on. At offset 0 it is a plain
-// GET. Past 0 it sends Range: bytes=offset- and accepts only a 206 whose
-// Content-Range starts at offset and names desc.Size; a 200 returns
-// ErrRangeIgnored with the full body still open, so the caller may discard
-// up to offset instead of opening yet another connection. The client
-// follows redirects (to storage) afresh on every call.
+// GET. Past 0 it sends the closed range Range: bytes=offset-(size-1), which
+// every registry serves (some refuse the open-ended form), and accepts
+// only a 206 whose Content-Range starts at offset and names desc.Size.
+// A 200 returns ErrRangeIgnored with the full body still open, so the
+// caller may discard up to offset instead of opening yet another
+// connection; a 416 returns ErrRangeRefused and a mismatched 206
+// ErrBadContentRange, both with no body: the caller reads from 0. The
+// client follows redirects (to storage) afresh on every call.
 func (r *Repo) OpenRange(ctx context.Context, desc ocispec.Descriptor, offset int64) (io.ReadCloser, error) {
+	if err := ValidateDigest(desc); err != nil {
+		return nil, err
+	}
+	if offset < 0 || (offset > 0 && offset >= desc.Size) {
+		return nil, retrypolicy.Permanent(fmt.Errorf("blob %s: offset %d outside %d bytes: %w", desc.Digest, offset, desc.Size, content.ErrInvalidDescriptorSize))
+	}
 	u := r.base() + "/blobs/" + desc.Digest.String()
 	req, err := http.NewRequestWithContext(r.pullCtx(ctx), http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
 	}
 	if offset > 0 {
-		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", offset))
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", offset, desc.Size-1))
 	}
 	resp, err := r.Client.Do(req)
 	if err != nil {
@@ -113,10 +144,13 @@ func (r *Repo) OpenRange(ctx context.Context, desc ocispec.Descriptor, offset in
 		start, end, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
 		if !ok || start != offset || (total >= 0 && total != desc.Size) || (end >= 0 && end != desc.Size-1) {
 			resp.Body.Close()
-			return nil, fmt.Errorf("blob %s: asked for bytes %d-, got Content-Range %q: %w",
-				desc.Digest, offset, resp.Header.Get("Content-Range"), ErrBadContentRange)
+			return nil, fmt.Errorf("blob %s: asked for bytes %d-%d, got Content-Range %q: %w",
+				desc.Digest, offset, desc.Size-1, resp.Header.Get("Content-Range"), ErrBadContentRange)
 		}
 		return resp.Body, nil
+	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable && offset > 0:
+		defer resp.Body.Close()
+		return nil, fmt.Errorf("blob %s: bytes %d-%d: %w: %w", desc.Digest, offset, desc.Size-1, ErrRangeRefused, retrypolicy.FromResponse(resp))
 	case resp.StatusCode == http.StatusNotFound:
 		// errdef.ErrNotFound, as oras-go's own Fetch reports it.
 		defer resp.Body.Close()
@@ -125,6 +159,12 @@ func (r *Repo) OpenRange(ctx context.Context, desc ocispec.Descriptor, offset in
 		defer resp.Body.Close()
 		return nil, retrypolicy.FromResponse(resp)
 	}
+}
+
+// hasCode reports whether err carries the registry error code.
+func hasCode(err error, code string) bool {
+	var se *retrypolicy.StatusError
+	return errors.As(err, &se) && slices.Contains(se.Codes, code)
 }
 
 // parseContentRange reads "bytes a-b/size" (size may be "*": -1).
@@ -174,6 +214,9 @@ type Upload struct {
 
 // StartUpload POSTs a new upload session.
 func (r *Repo) StartUpload(ctx context.Context) (*Upload, error) {
+	if err := r.Ref.ValidateRepository(); err != nil {
+		return nil, retrypolicy.Permanent(err)
+	}
 	u := r.base() + "/blobs/uploads/"
 	req, err := http.NewRequestWithContext(r.pushCtx(ctx), http.MethodPost, u, nil)
 	if err != nil {
@@ -241,14 +284,21 @@ func (up *Upload) Status(ctx context.Context) (int64, error) {
 	defer resp.Body.Close()
 	switch resp.StatusCode {
 	case http.StatusNoContent, http.StatusOK, http.StatusAccepted:
-	case http.StatusMethodNotAllowed, http.StatusNotImplemented:
-		return 0, fmt.Errorf("%w: %w", ErrChunkedUnsupported, retrypolicy.FromResponse(resp))
+	case http.StatusBadRequest, http.StatusMethodNotAllowed, http.StatusNotImplemented:
+		return 0, fmt.Errorf("%w: %w", ErrNoUploadStatus, retrypolicy.FromResponse(resp))
+	case http.StatusNotFound:
+		err := retrypolicy.FromResponse(resp)
+		if !hasCode(err, errcode.ErrorCodeBlobUploadUnknown) {
+			// A route the registry does not have, not a session it lost.
+			return 0, fmt.Errorf("%w: %w", ErrNoUploadStatus, err)
+		}
+		return 0, err
 	default:
 		return 0, retrypolicy.FromResponse(resp)
 	}
 	n, ok := parseUploadRange(resp.Header.Get("Range"))
 	if !ok {
-		return 0, fmt.Errorf("%w: no usable Range header in the upload status", ErrChunkedUnsupported)
+		return 0, fmt.Errorf("%w: HTTP %d without a usable Range header", ErrNoUploadStatus, resp.StatusCode)
 	}
 	if resp.Header.Get("Location") != "" {
 		if err := up.follow(resp); err != nil {
@@ -325,18 +375,19 @@ func (up *Upload) Patch(ctx context.Context, body io.ReadCloser, n int64, getBod
 	if err := up.follow(resp); err != nil {
 		return err
 	}
-	want := up.Offset + n
-	if got, ok := parseUploadRange(resp.Header.Get("Range")); ok && got != want && !(got == 0 && want == 1) {
-		up.Offset = got
-		return fmt.Errorf("%w: registry reports %d bytes after a chunk that should end at %d", ErrOffsetMismatch, got, want)
-	}
-	up.Offset = want
+	// A success answers the whole chunk: the registry read every byte of
+	// it. Its Range header is not taken over that: ECR's stays at the
+	// first chunk's end, and distribution's reads "0-0" for one byte.
+	up.Offset += n
 	return nil
 }
 
 // Commit completes the upload with PUT ?digest=. The registry verifies the
 // digest over everything it holds; nothing unverified is committed.
 func (up *Upload) Commit(ctx context.Context, d digest.Digest) error {
+	if err := d.Validate(); err != nil {
+		return retrypolicy.Permanent(fmt.Errorf("%w: %w", errdef.ErrInvalidDigest, err))
+	}
 	u := *up.location
 	q := u.Query()
 	q.Set("digest", d.String())
