@@ -181,7 +181,8 @@ func (m *blobMover) pushWhole(ctx context.Context, desc ocispec.Descriptor, ev *
 			hr.digester = nil
 		}
 		stop := watch(m.wd.patient(), hr.moved, idleClock(hr.busy), outer.Cancel)
-		pctx, slot := captureRetryAfter(actx)
+		// The registry verifies before it answers the final request.
+		pctx, slot := captureRetryAfter(withPatience(actx, m.commitPatience(desc.Size)))
 		err = slot.attach(m.dst.Push(pctx, desc, hr))
 		stop()
 		hr.Close()
@@ -217,6 +218,12 @@ func (m *blobMover) pushWhole(ctx context.Context, desc ocispec.Descriptor, ev *
 			return err
 		}
 	}
+}
+
+// commitPatience bounds the registry's silence while it verifies a blob
+// of size bytes before answering the request that completes it.
+func (m *blobMover) commitPatience(size int64) time.Duration {
+	return commitPatience(m.wd.stall, m.opts.Retry, size)
 }
 
 // minChunkedSize is the smallest blob uploaded with the chunked protocol.
@@ -265,14 +272,16 @@ func (m *blobMover) uploadChunked(ctx context.Context, desc ocispec.Descriptor, 
 				return nil
 			}
 		}
-		if u.sessionGone(err) {
+		var offset int64
+		switch {
+		case u.sessionGone(err):
 			// The registry forgot the session (expired, purged, or a
 			// restart without shared storage): what it held is gone, so
 			// start a new one from byte 0 on the next attempt.
 			u.up, u.committed, u.stale = nil, 0, false
 			ev.note("registry lost the upload session; starting a new one from byte 0")
 			err = retrypolicy.Transient(err)
-		} else if (u.digestRejected(err) || errors.Is(err, content.ErrMismatchedDigest)) && !u.restarted {
+		case (u.digestRejected(err) || errors.Is(err, content.ErrMismatchedDigest)) && !u.restarted:
 			// The registry refused the digest of what it holds, or the
 			// source stream did not match its digest: the bytes were
 			// corrupted somewhere. Start a fresh session from byte 0,
@@ -286,12 +295,25 @@ func (m *blobMover) uploadChunked(ctx context.Context, desc ocispec.Descriptor, 
 				ev.note("source stream did not match its digest; restarting the upload from byte 0")
 			}
 			continue
+		default:
+			var serr error
+			offset, serr = u.settle(ctx)
+			if serr != nil && u.statusUnusable(serr) {
+				err = serr
+			}
 		}
-		offset := u.settle(ctx)
+		if u.statusUnusable(err) {
+			// The registry cannot say where the session stands: what it
+			// holds past our last confirmed chunk is unknown, so a new
+			// session starts from byte 0 (and later breaks do the same).
+			u.newSession(ctx, err)
+			offset = 0
+			err = retrypolicy.Transient(err)
+		}
 		err = ret.Retry(ctx, err, offset)
 		cancel(nil)
 		if err != nil {
-			u.abandon(context.WithoutCancel(ctx))
+			u.abandon(ctx)
 			return err
 		}
 	}
@@ -307,6 +329,46 @@ type chunkedUpload struct {
 	sent      int64 // bytes streamed in the current attempt
 	stale     bool  // the offset must be asked before the next PATCH
 	restarted bool
+	noStatus  bool // the registry cannot report an offset: never ask again
+}
+
+// errImpossibleOffset: the registry reported holding more bytes than the
+// blob has. Nothing it says about this session can be trusted.
+var errImpossibleOffset = errors.New("registry reports an upload offset beyond the blob's size")
+
+// status asks the registry how many bytes the session holds.
+func (u *chunkedUpload) status(ctx context.Context) (int64, error) {
+	if u.noStatus {
+		return 0, httpblob.ErrNoUploadStatus
+	}
+	n, err := u.up.Status(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if n > u.desc.Size {
+		return 0, fmt.Errorf("%w: %d bytes of %d", errImpossibleOffset, n, u.desc.Size)
+	}
+	return n, nil
+}
+
+// statusUnusable reports an answer about the session's offset that
+// cannot be used: none (the registry has no status query, or answers it
+// without a Range) or an impossible one.
+func (u *chunkedUpload) statusUnusable(err error) bool {
+	return errors.Is(err, httpblob.ErrNoUploadStatus) || errors.Is(err, errImpossibleOffset)
+}
+
+// newSession drops the current session after an unusable status answer;
+// the next attempt opens a new one from byte 0.
+func (u *chunkedUpload) newSession(ctx context.Context, cause error) {
+	switch {
+	case errors.Is(cause, errImpossibleOffset):
+		u.ev.note("registry reported an upload offset beyond the blob's size; starting a new upload session from byte 0")
+	case !u.noStatus:
+		u.noStatus = true
+		u.ev.note("registry cannot report an upload's offset (" + retrypolicy.ShortReason(errors.Unwrap(cause)) + "); broken uploads restart in a new session from byte 0")
+	}
+	u.abandon(ctx)
 }
 
 func (u *chunkedUpload) attempt(ctx context.Context, ret *retrypolicy.Retrier) error {
@@ -319,10 +381,11 @@ func (u *chunkedUpload) attempt(ctx context.Context, ret *retrypolicy.Retrier) e
 		u.up, u.committed, u.stale = up, 0, false
 	}
 	if u.stale {
-		if _, err := u.up.Status(ctx); err != nil {
+		n, err := u.status(ctx)
+		if err != nil {
 			return err
 		}
-		u.committed, u.stale = u.up.Offset, false
+		u.committed, u.stale = n, false
 	}
 	if ret.Attempts() > 1 {
 		u.ev.attemptStarts(u.committed)
@@ -337,10 +400,11 @@ func (u *chunkedUpload) attempt(ctx context.Context, ret *retrypolicy.Retrier) e
 			if err := ctxsleep.Sleep(ctx, time.Duration(mismatches)*50*time.Millisecond); err != nil {
 				return err
 			}
-			if _, err := u.up.Status(ctx); err != nil {
+			n, err := u.status(ctx)
+			if err != nil {
 				return err
 			}
-			u.committed = u.up.Offset
+			u.committed = n
 			if u.committed == 0 && mismatches >= 2 {
 				// distribution reports "0-0" for an empty upload and for
 				// one byte: a fresh session settles which it was.
@@ -362,7 +426,9 @@ func (u *chunkedUpload) attempt(ctx context.Context, ret *retrypolicy.Retrier) e
 		}
 		u.committed = u.up.Offset
 	}
-	return u.up.Commit(ctx, u.desc.Digest)
+	// The registry verifies the digest before it answers: a silence the
+	// request watchdog allows for longer (see reqwatch.go).
+	return u.up.Commit(withPatience(ctx, u.m.commitPatience(u.desc.Size)), u.desc.Digest)
 }
 
 // patch streams one chunk from the source at the committed offset. The
@@ -464,41 +530,59 @@ func (b *chunkBody) Close() error {
 	return nil
 }
 
-// settle learns the registry's offset after a failed attempt, for the
-// progress rule. A registry may record a broken PATCH only when its handler
-// returns, so when the first answer shows no progress after a sizeable
-// send, it asks once more.
-func (u *chunkedUpload) settle(ctx context.Context) int64 {
-	if u.up == nil || u.sent == 0 {
-		return u.committed
+// settle learns the registry's offset after a failed attempt, before the
+// next PATCH. A registry may still be writing the broken PATCH when it is
+// asked (behind a proxy, or with bytes in flight when the link dropped),
+// so an answer is taken only once two answers a moment apart agree: a
+// PATCH from a stale offset would be refused with a 416 while its body
+// streams, which costs another round.
+func (u *chunkedUpload) settle(ctx context.Context) (int64, error) {
+	if u.up == nil || u.sent == 0 || u.noStatus {
+		return u.committed, nil
 	}
-	before := u.committed
-	for i := 0; i < 2; i++ {
-		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		_, err := u.up.Status(sctx)
-		cancel()
+	const maxSettle = 5 * time.Second
+	start, pause, prev := time.Now(), 25*time.Millisecond, int64(-1)
+	for {
+		n, err := u.status(ctx)
 		if err != nil {
-			return u.committed
+			u.stale = true
+			return u.committed, err
 		}
-		u.committed, u.stale = u.up.Offset, false
-		if u.committed > before || i == 1 {
-			break
+		u.committed, u.stale = n, false
+		if n == prev || n == u.desc.Size || time.Since(start) > maxSettle {
+			return n, nil
 		}
-		if ctxsleep.Sleep(ctx, 100*time.Millisecond) != nil {
-			break
+		prev = n
+		if ctxsleep.Sleep(ctx, pause) != nil {
+			return n, nil
 		}
+		pause *= 2
 	}
-	return u.committed
 }
 
+// abandon deletes the session, as a courtesy: a registry collects
+// abandoned sessions anyway. It must not hold the caller: after a cancel
+// it gets cancelGrace, otherwise cleanupGrace.
 func (u *chunkedUpload) abandon(ctx context.Context) {
 	if u.up != nil {
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		grace := cleanupGrace
+		if ctx.Err() != nil {
+			grace = cancelGrace
+		}
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
 		u.up.Cancel(cctx)
 		cancel()
 	}
 	u.up, u.committed, u.stale = nil, 0, false
 }
+
+// How long an upload session's DELETE may take: the caller who cancelled
+// gets control back within a fraction of a second whatever the registry
+// does.
+const (
+	cancelGrace  = 300 * time.Millisecond
+	cleanupGrace = 2 * time.Second
+)
 
 // sessionGone reports a 404 BLOB_UPLOAD_UNKNOWN on the session's URL.
 func (u *chunkedUpload) sessionGone(err error) bool {

@@ -3,10 +3,10 @@ package transfer
 import (
 	"errors"
 	"fmt"
-	"regexp"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/sturdyoci/sturdy/internal/redact"
 	"github.com/sturdyoci/sturdy/retrypolicy"
 )
 
@@ -25,7 +25,16 @@ type BlobError struct {
 }
 
 func (e *BlobError) Error() string {
-	return fmt.Sprintf("blob %s (%d bytes): %d attempt(s): %s", e.Desc.Digest, e.Desc.Size, e.Attempts, redactText(e.Err.Error()))
+	return fmt.Sprintf("%s %s (%d bytes): %d attempt(s): %s", nodeKind(e.Desc), e.Desc.Digest, e.Desc.Size, e.Attempts, redactText(e.Err.Error()))
+}
+
+// nodeKind names what desc is in messages: "manifest" (indexes included)
+// or "blob".
+func nodeKind(desc ocispec.Descriptor) string {
+	if isManifest(desc) {
+		return "manifest"
+	}
+	return "blob"
 }
 
 func (e *BlobError) Unwrap() error { return e.Err }
@@ -43,15 +52,10 @@ func blobError(desc ocispec.Descriptor, err error) error {
 	return &BlobError{Desc: desc, Attempts: attempts, Err: err}
 }
 
-// secretParam matches query parameters whose values must not reach an
-// error text: distribution's _state (a signed upload session) and
-// pre-signed storage credentials. oras-go's own errors quote request URLs
-// whole.
-var secretParam = regexp.MustCompile(`(?i)([?&](?:_state|x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature|x-goog-credential|sig|signature|token|access_token)=)[^&"'\s]*`)
-
-func redactText(s string) string {
-	return secretParam.ReplaceAllString(s, "${1}REDACTED")
-}
+// redactText applies sturdy's one redaction policy (internal/redact) to an
+// error text: oras-go's and net/http's errors quote request URLs whole,
+// pre-signed storage URLs after a redirect included.
+func redactText(s string) string { return redact.Text(s) }
 
 // redacted keeps err for errors.Is/As but takes upload state and signed
 // credentials out of its text.

@@ -17,6 +17,7 @@ import (
 	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry"
 
+	"github.com/sturdyoci/sturdy/internal/httpblob"
 	"github.com/sturdyoci/sturdy/retrypolicy"
 )
 
@@ -42,6 +43,9 @@ func Copy(ctx context.Context, src oras.ReadOnlyTarget, srcRef string, dst oras.
 		root, err = src.Resolve(ctx, srcRef)
 		return err
 	})
+	if err == nil {
+		err = checkReferenced(root)
+	}
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("resolve %q: %w", srcRef, redacted(err))
 	}
@@ -139,6 +143,12 @@ func (g *graphCopier) node(ctx context.Context, desc ocispec.Descriptor, tag str
 
 func (g *graphCopier) copyNode(ctx context.Context, desc ocispec.Descriptor, tag string) error {
 	ev := newBlobEvents(g.blobs.opts.Observer, desc)
+	// A digest from a manifest is the server's word: it must be one sturdy
+	// can verify before it goes into a URL, a path or a store.
+	if err := httpblob.ValidateDigest(desc); err != nil {
+		g.fail(ev, desc, err)
+		return err
+	}
 	if !isManifest(desc) {
 		// The caller holds the blob's slot (a root that is a blob needs
 		// none: it is alone).
@@ -281,6 +291,25 @@ func (f bytesFetcher) Fetch(_ context.Context, d ocispec.Descriptor) (io.ReadClo
 		return nil, errdef.ErrNotFound
 	}
 	return io.NopCloser(bytes.NewReader(f.raw)), nil
+}
+
+// ErrNotManifest is returned when a reference resolves to content that is
+// not an OCI or Docker manifest or index: a captive portal's or a proxy's
+// HTML page answering 200 for every path, which oras-go accepts as a
+// "manifest" of media type text/html.
+var ErrNotManifest = errors.New("reference does not resolve to a manifest")
+
+// checkReferenced refuses a descriptor resolved from a tag that is not a
+// manifest or an index: a tag names a manifest, in the distribution
+// protocol and in an OCI layout alike.
+func checkReferenced(desc ocispec.Descriptor) error {
+	if err := httpblob.ValidateDigest(desc); err != nil {
+		return err
+	}
+	if !isManifest(desc) {
+		return retrypolicy.Permanent(fmt.Errorf("%w: media type %q", ErrNotManifest, desc.MediaType))
+	}
+	return nil
 }
 
 // isManifest reports whether desc is a manifest or an index, whose bytes

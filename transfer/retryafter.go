@@ -35,11 +35,16 @@ func (s *retryAfterSlot) attach(err error) error {
 	return retrypolicy.WithRetryAfter(err, time.Duration(s.wait.Load()))
 }
 
-// retryAfterClient notes Retry-After in the request's slot.
-type retryAfterClient struct{ remote.Client }
+// registryClient is the client of every request sturdy sends to a
+// registry: it watches the request for silence (watchRequest) and notes
+// Retry-After in the request's slot.
+type registryClient struct {
+	remote.Client
+	stall time.Duration
+}
 
-func (c retryAfterClient) Do(req *http.Request) (*http.Response, error) {
-	resp, err := c.Client.Do(req)
+func (c registryClient) Do(req *http.Request) (*http.Response, error) {
+	resp, err := watchRequest(c.Client, req, c.stall)
 	if err != nil || (resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode != http.StatusServiceUnavailable) {
 		return resp, err
 	}
@@ -52,22 +57,22 @@ func (c retryAfterClient) Do(req *http.Request) (*http.Response, error) {
 }
 
 // observed returns a repository that reads and writes the same repository
-// as r, with r's settings, through a client that notes Retry-After and,
-// unless keepInner, without oras-go's retrying transport underneath. The
-// caller's repository is not modified.
-func observed(r *remote.Repository, keepInner bool) *remote.Repository {
+// as r, with r's settings, through a registryClient and, unless
+// opts.KeepInnerRetries, without oras-go's retrying transport underneath.
+// The caller's repository is not modified.
+func observed(r *remote.Repository, opts Options) *remote.Repository {
 	client := r.Client
 	if client == nil {
 		client = auth.DefaultClient
 	}
-	if _, ok := client.(retryAfterClient); ok {
+	if _, ok := client.(registryClient); ok {
 		return r
 	}
-	if !keepInner {
+	if !opts.KeepInnerRetries {
 		client = withoutInnerRetries(client)
 	}
 	return &remote.Repository{
-		Client:               retryAfterClient{client},
+		Client:               registryClient{client, opts.watchdogConfig().stall},
 		Reference:            r.Reference,
 		PlainHTTP:            r.PlainHTTP,
 		ManifestMediaTypes:   r.ManifestMediaTypes,
@@ -108,7 +113,7 @@ func withoutInnerRetries(c remote.Client) remote.Client {
 // anything else unchanged.
 func observedTarget[T any](t T, opts Options) T {
 	if r, ok := any(unwrapTarget(t)).(*remote.Repository); ok {
-		if o, ok := any(observed(r, opts.KeepInnerRetries)).(T); ok {
+		if o, ok := any(observed(r, opts)).(T); ok {
 			return o
 		}
 	}

@@ -40,8 +40,9 @@ type registrySource struct {
 	repo    *httpblob.Repo
 	fetcher content.Fetcher
 	// rangeIgnored is set once the registry answered a Range with the whole
-	// blob: later reopens read from 0 and drop what is already here,
-	// rather than asking again.
+	// blob, refused it (416) or answered it with the wrong bytes (a 206
+	// whose Content-Range does not match): later reopens read from 0 and
+	// drop what is already here, rather than asking again.
 	rangeIgnored atomic.Bool
 }
 
@@ -58,9 +59,15 @@ func (s *registrySource) open(ctx context.Context, desc ocispec.Descriptor, offs
 		return rc, offset, err
 	}
 	rc, err := s.repo.OpenRange(ctx, desc, offset)
-	if errors.Is(err, httpblob.ErrRangeIgnored) {
+	switch {
+	case errors.Is(err, httpblob.ErrRangeIgnored):
 		s.rangeIgnored.Store(true)
 		return rc, offset, nil
+	case errors.Is(err, httpblob.ErrRangeRefused), errors.Is(err, httpblob.ErrBadContentRange):
+		// Degrade, do not die: read from 0 and drop, as for a 200.
+		s.rangeIgnored.Store(true)
+		rc, err := s.repo.OpenRange(ctx, desc, 0)
+		return rc, offset, err
 	}
 	return rc, 0, err
 }
@@ -100,9 +107,10 @@ type healingReader struct {
 	wd   watchdogConfig
 	ev   *blobEvents
 
-	offset   int64
-	digester digest.Digester // nil: not verified here (began mid-blob, or the destination verifies)
-	resumes  int
+	offset    int64
+	digester  digest.Digester // nil: not verified here (began mid-blob, or the destination verifies)
+	resumes   int
+	notedDrop bool
 
 	body   io.ReadCloser
 	skip   int64
@@ -117,7 +125,10 @@ type healingReader struct {
 func newHealingReader(ctx context.Context, desc ocispec.Descriptor, src source, ret *retrypolicy.Retrier, wd watchdogConfig, ev *blobEvents, offset int64) *healingReader {
 	r := &healingReader{ctx: ctx, desc: desc, src: src, ret: ret, wd: wd, ev: ev, offset: offset,
 		moved: new(atomic.Int64), active: new(activeClock), busy: new(activeClock)}
-	if offset == 0 && desc.Digest.Validate() == nil {
+	if err := httpblob.ValidateDigest(desc); err != nil {
+		// Never "unverified but fine".
+		r.err = &readerError{err}
+	} else if offset == 0 {
 		r.digester = desc.Digest.Algorithm().Digester()
 	}
 	return r
@@ -243,6 +254,10 @@ func (r *healingReader) open() {
 		return
 	}
 	r.body, r.skip, r.cancel, r.stopWD = body, skip, cancel, stop
+	if skip > 0 && r.src.network() && !r.notedDrop && r.ev != nil {
+		r.notedDrop = true
+		r.ev.note("registry does not serve this byte range; resuming by reading from byte 0 and dropping what is already here")
+	}
 }
 
 // fail ends the current connection after err and, if the policy allows,

@@ -10,6 +10,7 @@ import (
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry"
 
+	"github.com/sturdyoci/sturdy/internal/httpblob"
 	"github.com/sturdyoci/sturdy/retrypolicy"
 )
 
@@ -84,10 +85,13 @@ func (w *wrapped) do(ctx context.Context, size int64, fn func(context.Context) e
 
 // Fetch implements content.Fetcher.
 func (w *wrapped) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
+	if err := httpblob.ValidateDigest(desc); err != nil {
+		return nil, blobError(desc, err)
+	}
 	if isManifest(desc) {
 		raw, err := readManifest(ctx, w.opts, w.t, desc)
 		if err != nil {
-			return nil, redacted(err)
+			return nil, blobError(desc, redacted(err))
 		}
 		return io.NopCloser(bytes.NewReader(raw)), nil
 	}
@@ -104,7 +108,7 @@ func (w *wrapped) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCl
 		if re, ok := finalReaderError(err); ok {
 			err = re
 		}
-		return nil, redacted(err)
+		return nil, blobError(desc, redacted(err))
 	}
 	return &fetchedBlob{hr: hr}, nil
 }
@@ -116,7 +120,7 @@ type fetchedBlob struct{ hr *healingReader }
 func (f *fetchedBlob) Read(p []byte) (int, error) {
 	n, err := f.hr.Read(p)
 	if re, ok := finalReaderError(err); ok {
-		err = redacted(re)
+		err = blobError(f.hr.desc, redacted(re))
 	}
 	return n, err
 }
@@ -124,31 +128,40 @@ func (f *fetchedBlob) Read(p []byte) (int, error) {
 func (f *fetchedBlob) Close() error { return f.hr.Close() }
 
 // Push implements content.Pusher.
+//
+// Its errors are *BlobError naming the descriptor, as Copy's are;
+// errors.Is still reaches errdef.ErrAlreadyExists and the other causes.
 func (w *wrapped) Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader) error {
+	if err := httpblob.ValidateDigest(desc); err != nil {
+		return blobError(desc, err)
+	}
 	if isManifest(desc) {
 		if err := checkManifestSize(w.opts, desc); err != nil {
-			return err
+			return blobError(desc, err)
 		}
 		raw, err := content.ReadAll(r, desc)
 		if err != nil {
-			return err
+			return blobError(desc, err)
 		}
-		return w.do(ctx, desc.Size, func(ctx context.Context) error {
+		return blobError(desc, w.do(ctx, desc.Size, func(ctx context.Context) error {
 			return w.t.Push(ctx, desc, bytes.NewReader(raw))
-		})
+		}))
 	}
 	ev := newBlobEvents(w.mover.opts.Observer, desc)
 	m := *w.mover
 	m.src = readerSource(r)
 	if err := m.upload(ctx, desc, ev); err != nil {
 		ev.failed(retrypolicy.ShortReason(err), err)
-		return redacted(err)
+		return blobError(desc, redacted(err))
 	}
 	return nil
 }
 
 // Exists implements content.Storage.
 func (w *wrapped) Exists(ctx context.Context, desc ocispec.Descriptor) (bool, error) {
+	if err := httpblob.ValidateDigest(desc); err != nil {
+		return false, err
+	}
 	var ok bool
 	err := w.do(ctx, 0, func(ctx context.Context) error {
 		var err error
@@ -166,11 +179,20 @@ func (w *wrapped) Resolve(ctx context.Context, ref string) (ocispec.Descriptor, 
 		d, err = w.t.Resolve(ctx, ref)
 		return err
 	})
-	return d, err
+	if err == nil {
+		err = checkReferenced(d)
+	}
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	return d, nil
 }
 
 // Tag implements content.Tagger.
 func (w *wrapped) Tag(ctx context.Context, desc ocispec.Descriptor, ref string) error {
+	if err := httpblob.ValidateDigest(desc); err != nil {
+		return err
+	}
 	return w.do(ctx, 0, func(ctx context.Context) error { return w.t.Tag(ctx, desc, ref) })
 }
 
@@ -200,6 +222,9 @@ func (w *wrappedRegistry) FetchReference(ctx context.Context, ref string) (ocisp
 			return err
 		}
 		defer rc.Close()
+		if err := checkReferenced(desc); err != nil {
+			return err
+		}
 		if err := checkManifestSize(w.opts, desc); err != nil {
 			return retrypolicy.Permanent(err)
 		}
@@ -215,6 +240,9 @@ func (w *wrappedRegistry) FetchReference(ctx context.Context, ref string) (ocisp
 
 // PushReference implements registry.ReferencePusher.
 func (w *wrappedRegistry) PushReference(ctx context.Context, desc ocispec.Descriptor, r io.Reader, ref string) error {
+	if err := httpblob.ValidateDigest(desc); err != nil {
+		return blobError(desc, err)
+	}
 	raw, err := content.ReadAll(r, desc)
 	if err != nil {
 		return err
@@ -227,6 +255,9 @@ func (w *wrappedRegistry) PushReference(ctx context.Context, desc ocispec.Descri
 // Mount implements registry.Mounter. When the registry declines, the blob
 // is pushed with getContent's reader (or fetched from fromRepo by oras-go).
 func (w *wrappedRegistry) Mount(ctx context.Context, desc ocispec.Descriptor, fromRepo string, getContent func() (io.ReadCloser, error)) error {
+	if err := httpblob.ValidateDigest(desc); err != nil {
+		return err
+	}
 	return w.do(ctx, 0, func(ctx context.Context) error {
 		return w.t.(registry.Mounter).Mount(ctx, desc, fromRepo, getContent)
 	})
