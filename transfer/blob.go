@@ -22,6 +22,7 @@ import (
 
 	"github.com/sturdyoci/sturdy/internal/ctxsleep"
 	"github.com/sturdyoci/sturdy/internal/httpblob"
+	"github.com/sturdyoci/sturdy/progress"
 	"github.com/sturdyoci/sturdy/retrypolicy"
 )
 
@@ -329,8 +330,42 @@ type chunkedUpload struct {
 	sent      int64 // bytes streamed in the current attempt
 	stale     bool  // the offset must be asked before the next PATCH
 	restarted bool
-	noStatus  bool // the registry cannot report an offset: never ask again
+	noStatus  bool  // the registry cannot report an offset: never ask again
+	patched   bool  // a PATCH was sent on the current session
+	chunkCap  int64 // > 0: the registry refused larger chunks
 }
+
+// chunkLen is the most bytes one PATCH carries: Options.ChunkSize (raised
+// to the registry's OCI-Chunk-Min-Length) or the rest of the blob, and
+// never more than the registry was seen to accept.
+func (u *chunkedUpload) chunkLen() int64 {
+	n := u.desc.Size
+	if cs := u.m.opts.ChunkSize; cs > 0 {
+		n = max(cs, u.up.MinChunk)
+	}
+	if u.chunkCap > 0 {
+		n = min(n, u.chunkCap)
+	}
+	return n
+}
+
+// shrinkChunk halves the chunk after the registry refused one (starting
+// from 64 MiB), down to the larger of 1 MiB and the registry's
+// OCI-Chunk-Min-Length. It reports false when no smaller chunk is left.
+func (u *chunkedUpload) shrinkChunk() bool {
+	next := min(u.chunkLen()/2, maxShrunkChunk)
+	if next < max(u.up.MinChunk, minShrunkChunk) {
+		return false
+	}
+	u.chunkCap = next
+	u.ev.note(fmt.Sprintf("registry refused a chunk; sending chunks of %s", progress.FormatBytes(next)))
+	return true
+}
+
+const (
+	maxShrunkChunk = 64 << 20
+	minShrunkChunk = 1 << 20
+)
 
 // errImpossibleOffset: the registry reported holding more bytes than the
 // blob has. Nothing it says about this session can be trusted.
@@ -378,7 +413,7 @@ func (u *chunkedUpload) attempt(ctx context.Context, ret *retrypolicy.Retrier) e
 		if err != nil {
 			return err
 		}
-		u.up, u.committed, u.stale = up, 0, false
+		u.up, u.committed, u.stale, u.patched = up, 0, false, false
 	}
 	if u.stale {
 		n, err := u.status(ctx)
@@ -392,7 +427,19 @@ func (u *chunkedUpload) attempt(ctx context.Context, ret *retrypolicy.Retrier) e
 	}
 	mismatches := 0
 	for u.committed < u.desc.Size {
+		first := !u.patched
+		u.patched = true
 		err := u.patch(ctx, ret)
+		if errors.Is(err, httpblob.ErrOffsetMismatch) && first && u.committed == 0 {
+			// Nothing was sent on this session: both sides are at 0, so
+			// a 416 refuses the chunk itself, not its offset (GHCR
+			// answers a PATCH body above 4 MiB so). Send smaller ones.
+			if !u.shrinkChunk() {
+				return fmt.Errorf("%w: the registry refuses chunks of %d bytes: %w", httpblob.ErrChunkedUnsupported, u.chunkLen(), err)
+			}
+			u.patched = false
+			continue
+		}
 		if errors.Is(err, httpblob.ErrOffsetMismatch) && mismatches < 3 {
 			// The registry's offset differs from ours; it may still be
 			// recording a broken PATCH. Ask again, a moment later.
@@ -413,7 +460,7 @@ func (u *chunkedUpload) attempt(ctx context.Context, ret *retrypolicy.Retrier) e
 				if err != nil {
 					return err
 				}
-				u.up = up
+				u.up, u.patched = up, false
 			}
 			continue
 		}
@@ -436,10 +483,7 @@ func (u *chunkedUpload) attempt(ctx context.Context, ret *retrypolicy.Retrier) e
 // download does not break the upload; the upload's own watchdog runs on
 // the time the request spends waiting for the registry.
 func (u *chunkedUpload) patch(ctx context.Context, ret *retrypolicy.Retrier) error {
-	n := u.desc.Size - u.committed
-	if cs := max(u.m.opts.ChunkSize, u.up.MinChunk); u.m.opts.ChunkSize > 0 && cs < n {
-		n = cs
-	}
+	n := min(u.desc.Size-u.committed, u.chunkLen())
 	var (
 		moved   atomic.Int64
 		busy    activeClock

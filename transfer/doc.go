@@ -27,12 +27,16 @@
 // # Resume instead of restart
 //
 // Downloads from a registry (*remote.Repository) that break are continued
-// with a ranged GET from the last byte received (Range: bytes=N-), through
-// the repository's own client and auth scope. Only a 206 whose
-// Content-Range starts at N and names the blob's size is accepted. A
-// registry that ignores Range (200) is read again from byte 0 and the bytes
-// already received are dropped, rather than restarting the destination;
-// the repetition shows as wire bytes. Other sources are reopened and
+// with a ranged GET from the last byte received, through the repository's
+// own client and auth scope. The range is closed (Range: bytes=N-(size-1)):
+// sturdy knows the size, and some registries (go-containerregistry's)
+// refuse the open-ended form. Only a 206 whose Content-Range starts at N
+// and names the blob's size is accepted. A registry that ignores Range
+// (200), refuses it (416) or answers it with other bytes (a 206 with a
+// wrong Content-Range) is read again from byte 0 and the bytes already
+// received are dropped, rather than restarting the destination or failing
+// the blob; a progress.Note says so once per blob and the repetition shows
+// as wire bytes. Other sources are reopened and
 // seeked (oci.Store, file.Store) or read from 0 and dropped. The digest is
 // computed over the whole stream across reopens; a mismatch (after a
 // resume, or a byte flipped on the way) restarts the blob once from byte 0,
@@ -46,13 +50,28 @@
 // on failure: there is little to resume and a PATCH would be a third
 // request per blob. After a failure
 // the registry is asked how much it holds (GET on the newest upload
-// Location) and the source is re-read from there. A 416 means the
-// registry's offset differs from ours: it is asked again, a moment later,
-// since a registry may record a broken PATCH only when its handler returns.
-// Upload Locations must stay on the registry's host and scheme. A registry
-// that refuses chunked uploads or cannot report an offset gets a monolithic
-// upload with retries, restarting from 0, and a progress.Note says so. A
-// digest the registry rejects restarts the upload once from byte 0.
+// Location) and the source is re-read from there. A registry may still be
+// writing the broken PATCH when it is asked (a cut on a real network
+// leaves bytes in flight), so the answer is taken once two answers a
+// moment apart agree (25 ms, then doubling, at most 5 s): a PATCH from a
+// stale offset would be refused mid-body. A 416 to a later PATCH means the
+// registry's offset differs from ours: it is asked again, a moment later.
+// A 416 to the first PATCH of a session cannot be about the offset: the
+// registry refused the chunk itself (GHCR refuses bodies above 4 MiB), so
+// chunks are halved from 64 MiB down to 1 MiB, with a Note. A successful
+// PATCH counts every byte it carried; its Range header is not trusted over
+// that (ECR's is stale). An offset reported beyond the blob's size is
+// refused and a new session starts from 0.
+//
+// Registries differ here, and each difference degrades, never fails the
+// blob: a registry whose upload status query is missing or unhelpful
+// (400, 404 without BLOB_UPLOAD_UNKNOWN, 405, 501, a 2xx without a usable
+// Range) restarts a broken upload in a new session from byte 0; one that
+// refuses chunked uploads (405/501 to POST or PATCH, no Location, or a
+// chunk of 1 MiB) gets a monolithic upload with retries, restarting from
+// 0. A progress.Note says which. Upload Locations must stay on the
+// registry's host and scheme. A digest the registry rejects restarts the
+// upload once from byte 0.
 //
 // Attempt deadlines follow the bytes still to move. On a pull into a store
 // (an OCI layout), each reopen of the source is an attempt whose deadline
@@ -73,9 +92,20 @@
 // While bytes are expected to flow, a watchdog cuts an attempt that moved
 // nothing for StallTimeout (default 1 min, "stalled") or that averaged less
 // than LowSpeedLimit over LowSpeedTime (default 1 KiB/s over 1 min,
-// "too slow"). Both are retryable and work on reads and on writes. The
-// final PUT of an upload is not watched: a registry may take minutes to
-// verify a large blob; it is bounded by the attempt deadline.
+// "too slow"). Both are retryable and work on reads and on writes.
+//
+// Every request sturdy sends to a registry is also watched on its own,
+// whatever it is (HEAD, manifest GET and PUT, tag resolution, the POST
+// that opens an upload, the status query, PATCH, DELETE): a server that
+// sends nothing for StallTimeout while sturdy waits on it, time to the
+// response headers included, is cut ("stalled") and the request retried.
+// Time spent producing a request body (reading an upload's source) or not
+// reading a response (a slow destination) is not the server's. One wait
+// is exempt, and bounded: after the body of the request that completes an
+// upload (the final PUT, or a monolithic push) a registry verifies the
+// digest before it answers; it may stay silent for StallTimeout plus one
+// second per 32 MiB of the blob, never longer than the blob's attempt
+// deadline.
 //
 // Each side of a pipe is judged on its own clock. A download is watched
 // from its request on, for the time spent waiting on the source (a server
@@ -100,9 +130,46 @@
 // Options.KeepInnerRetries turns this off. Clients of other shapes are used
 // as they are: give them no retrying transport, or use [NewClient].
 //
+// # Hostile servers
+//
+// What sturdy guarantees against a registry, proxy or storage back end
+// that lies:
+//
+//   - Every digest, from the caller or from any manifest read, is validated
+//     before it reaches a URL, a file name or a store: an algorithm sturdy
+//     cannot compute (sha999), an encoded part that is not hex of the
+//     right length, or path text ("sha256:../../manifests/v1") is a
+//     permanent error (errdef.ErrInvalidDigest) naming the descriptor,
+//     never an unverified transfer. sha256 and sha512 are verified.
+//   - Nothing unverified is committed: the digest and size of every blob
+//     are checked over the whole stream, across resumes; a mismatch
+//     restarts once from byte 0, then fails.
+//   - A tag must resolve to a manifest or an index: a captive portal
+//     answering 200 text/html is ErrNotManifest, in Copy and behind Wrap.
+//   - Memory is bounded: manifests above MaxMetadataBytes and error bodies
+//     above 64 KiB are not read.
+//   - No silence lasts longer than StallTimeout (the bounded commit wait
+//     above excepted); a cancelled Copy returns within a second whatever
+//     the server does (an upload session's DELETE gets 300 ms after a
+//     cancel, 2 s otherwise; a registry collects abandoned sessions).
+//   - Retry-After is honoured up to Retry.MaxRetryAfter, however large or
+//     malformed the server's value.
+//   - Upload Locations stay on the registry's host and scheme, and
+//     credentials never follow a redirect to another host (oras-go's
+//     auth.Client drops them).
+//
 // # Errors
 //
-// Errors name the digest of the blob and never carry upload _state tokens
-// or pre-signed URL credentials: their text is redacted, while errors.Is
-// and errors.As still reach the original errors.
+// Errors name the digest of the blob ("manifest sha256:..." for manifests)
+// and never carry secrets in their text: one redaction policy (every query
+// value of a URL is secret unless it is a protocol parameter known
+// harmless: digest, mount, from, n, last; user info is removed) applies to
+// every error text, event, log line and RetryInfo, on by default. errors.Is
+// and errors.As still reach the original errors; what they reach is
+// redacted where sturdy creates or can rewrite it: a *url.Error from any
+// request sturdy sends (the URL of a redirected storage request included)
+// has its URL redacted in place, and retrypolicy.StatusError holds a
+// redacted URL. An *errcode.ErrorResponse that oras-go builds for its own
+// requests keeps its *url.URL whole: a caller that prints that field
+// itself prints what the registry URL held (upload _state included).
 package transfer

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -313,10 +315,12 @@ func TestManifestRetryAfterHonoured(t *testing.T) {
 func TestPushPatch416Requeries(t *testing.T) {
 	reg := registrytest.New(t)
 	a := newArtifact(t, 3*MiB)
-	reg.Inject(registrytest.Rule{Kind: registrytest.UploadPatch, Times: 1, Action: registrytest.Respond(http.StatusRequestedRangeNotSatisfiable)})
+	// The second chunk's PATCH is refused: the registry's offset differs
+	// from ours, as far as the client can tell.
+	reg.Inject(registrytest.Rule{Kind: registrytest.UploadPatch, Skip: 1, Times: 1, Action: registrytest.Respond(http.StatusRequestedRangeNotSatisfiable)})
 	ev := &events{}
 	dst := repo(t, reg, "push-416")
-	if _, err := transfer.Copy(context.Background(), a.store, "v1", dst, "", transfer.Options{Retry: fast(2), Observer: ev}); err != nil {
+	if _, err := transfer.Copy(context.Background(), a.store, "v1", dst, "", transfer.Options{Retry: fast(2), Observer: ev, ChunkSize: MiB}); err != nil {
 		t.Fatal(err)
 	}
 	verifyStore(t, dst, a)
@@ -326,6 +330,31 @@ func TestPushPatch416Requeries(t *testing.T) {
 	}
 	if len(ev.of(progress.Retrying)) != 0 {
 		t.Fatalf("a 416 should be settled within the attempt: %v", ev.reasons(progress.Retrying))
+	}
+}
+
+// A 416 to the first PATCH of a session cannot be about the offset (both
+// sides are at 0): the registry refuses the chunk itself, as GHCR does
+// above 4 MiB. sturdy sends smaller chunks, and says so.
+func TestPushRefusedChunkIsShrunk(t *testing.T) {
+	reg := registrytest.New(t)
+	a := newArtifact(t, 3*MiB)
+	reg.Inject(registrytest.Rule{Kind: registrytest.UploadPatch, Times: 1, Action: registrytest.Respond(http.StatusRequestedRangeNotSatisfiable)})
+	ev := &events{}
+	dst := repo(t, reg, "push-shrink")
+	if _, err := transfer.Copy(context.Background(), a.store, "v1", dst, "", transfer.Options{Retry: fast(2), Observer: ev}); err != nil {
+		t.Fatal(err)
+	}
+	verifyStore(t, dst, a)
+	st := reg.Stats()
+	if got := st.Kinds[registrytest.UploadPatch].Statuses[http.StatusAccepted]; got != 2 {
+		t.Fatalf("accepted PATCHes = %d, want 2 chunks of 1.5 MiB (%+v)", got, st.Kinds)
+	}
+	if !slices.ContainsFunc(ev.reasons(progress.Note), func(r string) bool { return strings.Contains(r, "refused a chunk") }) {
+		t.Fatalf("notes: %v", ev.reasons(progress.Note))
+	}
+	if len(ev.of(progress.Retrying)) != 0 {
+		t.Fatalf("a refused chunk is settled within the attempt: %v", ev.reasons(progress.Retrying))
 	}
 }
 
