@@ -114,8 +114,9 @@
 // waiting on the source, backoffs of the source included, so a stalled
 // source never makes its destination look stalled; and it is given twice
 // StallTimeout, so that a stalled source is cut and healed first. A
-// registry that stops reading an upload is therefore cut after
-// 2 x StallTimeout.
+// registry that stops reading an upload is cut by its request's own
+// watchdog after StallTimeout (time spent reading the source does not
+// count); a local store that stops taking bytes after 2 x StallTimeout.
 //
 // # One retry layer
 //

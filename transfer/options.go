@@ -38,10 +38,14 @@ type Options struct {
 	// progress for the order and concurrency of events.
 	Observer progress.Observer
 	// StallTimeout cuts an attempt during which no byte moved for this
-	// long, and retries it ("stalled"). 0 means DefaultStallTimeout; < 0
-	// disables the check. A destination that stops taking bytes (an
-	// upload the registry stopped reading) is cut after twice this, so
-	// that a stalled source is healed first; see the package doc.
+	// long, and retries it ("stalled"). It also bounds the silence of
+	// every request to a registry, time to response headers included
+	// (the final PUT of an upload may wait longer while the registry
+	// verifies; see the package doc). 0 means DefaultStallTimeout; < 0
+	// disables both. Time spent waiting on the source never counts
+	// against the destination: a registry that stops reading an upload is
+	// cut after StallTimeout, a local store that stops taking bytes after
+	// twice this, so that a stalled source is healed first.
 	StallTimeout time.Duration
 	// LowSpeedLimit (bytes/s) and LowSpeedTime cut an attempt whose rate
 	// stayed below the limit for the whole window ("too slow"). 0 means the
