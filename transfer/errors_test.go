@@ -55,3 +55,14 @@ func TestEventErrorsAreRedacted(t *testing.T) {
 		}
 	}
 }
+
+func TestBlobErrorNamesManifests(t *testing.T) {
+	m := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromString("m"), Size: 2}
+	b := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: digest.FromString("b"), Size: 2}
+	if msg := blobError(m, errors.New("x")).Error(); !strings.HasPrefix(msg, "manifest "+m.Digest.String()) {
+		t.Fatalf("manifest error text: %s", msg)
+	}
+	if msg := blobError(b, errors.New("x")).Error(); !strings.HasPrefix(msg, "blob "+b.Digest.String()) {
+		t.Fatalf("blob error text: %s", msg)
+	}
+}
