@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -199,18 +200,27 @@ func TestPushDeniedFailsFirstAttempt(t *testing.T) {
 
 // A registry that does not take PATCH: sturdy falls back to a monolithic
 // upload and says so.
+// A registry that cannot take a PATCH (405, 501, or like Google Artifact
+// Registry no chunked uploads at all: 400, 404, 415) gets a monolithic
+// upload, and a Note says so.
 func TestPushFallsBackToMonolithic(t *testing.T) {
-	reg := registrytest.New(t)
-	a := newArtifact(t, 2*MiB)
-	reg.Inject(registrytest.Rule{Kind: registrytest.UploadPatch, Action: registrytest.Respond(http.StatusMethodNotAllowed)})
-	ev := &events{}
-	dst := repo(t, reg, "push-mono")
-	if _, err := transfer.Copy(context.Background(), a.store, "v1", dst, "", transfer.Options{Retry: fast(3), Observer: ev}); err != nil {
-		t.Fatal(err)
-	}
-	verifyStore(t, dst, a)
-	if len(ev.of(progress.Note)) == 0 {
-		t.Fatal("no Note about the fallback")
+	for _, status := range []int{http.StatusMethodNotAllowed, http.StatusBadRequest, http.StatusNotFound, http.StatusNotImplemented} {
+		t.Run(strconv.Itoa(status), func(t *testing.T) {
+			reg := registrytest.New(t)
+			a := newArtifact(t, 2*MiB)
+			// A route the registry does not have, not a lost session:
+			// no BLOB_UPLOAD_UNKNOWN.
+			reg.Inject(registrytest.Rule{Kind: registrytest.UploadPatch, Action: registrytest.Respond(status).WithBody("text/plain", []byte("404 page not found"))})
+			ev := &events{}
+			dst := repo(t, reg, "push-mono")
+			if _, err := transfer.Copy(context.Background(), a.store, "v1", dst, "", transfer.Options{Retry: fast(3), Observer: ev}); err != nil {
+				t.Fatal(err)
+			}
+			verifyStore(t, dst, a)
+			if !slices.ContainsFunc(ev.reasons(progress.Note), func(r string) bool { return strings.Contains(r, "monolithic") }) {
+				t.Fatalf("no Note about the fallback: %v", ev.reasons(progress.Note))
+			}
+		})
 	}
 }
 

@@ -367,8 +367,17 @@ func (up *Upload) Patch(ctx context.Context, body io.ReadCloser, n int64, getBod
 	case http.StatusAccepted, http.StatusNoContent, http.StatusCreated:
 	case http.StatusRequestedRangeNotSatisfiable:
 		return fmt.Errorf("%w: %w", ErrOffsetMismatch, retrypolicy.FromResponse(resp))
-	case http.StatusMethodNotAllowed, http.StatusNotImplemented:
+	case http.StatusBadRequest, http.StatusMethodNotAllowed, http.StatusUnsupportedMediaType, http.StatusNotImplemented:
+		// The registry cannot take a PATCH of this form (Google Artifact
+		// Registry takes no chunked uploads at all): a monolithic upload
+		// still can.
 		return fmt.Errorf("%w: %w", ErrChunkedUnsupported, retrypolicy.FromResponse(resp))
+	case http.StatusNotFound:
+		err := retrypolicy.FromResponse(resp)
+		if !hasCode(err, errcode.ErrorCodeBlobUploadUnknown) {
+			return fmt.Errorf("%w: %w", ErrChunkedUnsupported, err)
+		}
+		return err
 	default:
 		return retrypolicy.FromResponse(resp)
 	}
