@@ -31,8 +31,8 @@ import (
 
 type patienceKey struct{}
 
-// withPatience lets requests made with ctx wait up to d for their response
-// headers once their body is sent, instead of the stall timeout.
+// withPatience lets PUT requests made with ctx wait up to d for their
+// response headers once their body is sent, instead of the stall timeout.
 func withPatience(ctx context.Context, d time.Duration) context.Context {
 	return context.WithValue(ctx, patienceKey{}, d)
 }
@@ -62,7 +62,9 @@ func watchRequest(c interface {
 	parent := req.Context()
 	ctx, cancel := context.WithCancelCause(parent)
 	w := &requestWatch{start: time.Now(), stall: stall, headerLimit: stall, cancel: cancel, done: make(chan struct{})}
-	if d, ok := parent.Value(patienceKey{}).(time.Duration); ok && d > stall {
+	// Patience is for the PUT that completes an upload, not for the POST
+	// that opens one under the same context.
+	if d, ok := parent.Value(patienceKey{}).(time.Duration); ok && d > stall && req.Method == http.MethodPut {
 		w.headerLimit = d
 	}
 	req = req.WithContext(ctx)

@@ -57,7 +57,11 @@ func silentServer(t *testing.T, script func(c net.Conn)) string {
 }
 
 func get(t *testing.T, ctx context.Context, u string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	return do(t, ctx, http.MethodGet, u)
+}
+
+func do(t *testing.T, ctx context.Context, method, u string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,16 +94,21 @@ func TestRequestWatchAllowsPatience(t *testing.T) {
 		time.Sleep(400 * time.Millisecond) // a registry verifying a digest
 		io.WriteString(c, "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
 	})
-	resp, err := get(t, withPatience(context.Background(), time.Second), u)
+	resp, err := do(t, withPatience(context.Background(), time.Second), http.MethodPut, u)
 	if err != nil {
 		t.Fatalf("a wait within the patience was cut: %v", err)
 	}
 	resp.Body.Close()
 
+	// Only the PUT that completes an upload is given patience.
+	if _, err := do(t, withPatience(context.Background(), time.Second), http.MethodPost, u); !errors.Is(err, retrypolicy.ErrStalled) {
+		t.Fatalf("a POST under the same context: err = %v, want a stall", err)
+	}
+
 	// Patience is bounded too.
 	u = silentServer(t, func(net.Conn) {})
 	start := time.Now()
-	if _, err := get(t, withPatience(context.Background(), 300*time.Millisecond), u); !errors.Is(err, retrypolicy.ErrStalled) {
+	if _, err := do(t, withPatience(context.Background(), 300*time.Millisecond), http.MethodPut, u); !errors.Is(err, retrypolicy.ErrStalled) {
 		t.Fatalf("err = %v", err)
 	}
 	if d := time.Since(start); d < 300*time.Millisecond || d > 2*time.Second {
