@@ -36,29 +36,60 @@ func Copy(ctx context.Context, src oras.ReadOnlyTarget, srcRef string, dst oras.
 	if dstRef == "" {
 		dstRef = srcRef
 	}
-	var root ocispec.Descriptor
 	src, dst = observedTarget(src, opts), observedTarget(dst, opts)
-	err := doMetadata(ctx, opts, 0, func(ctx context.Context) error {
-		var err error
-		root, err = src.Resolve(ctx, srcRef)
-		return err
-	})
-	if err == nil {
-		err = checkReferenced(root)
-	}
+	root, raw, err := resolveRoot(ctx, src, srcRef, opts)
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("resolve %q: %w", srcRef, redacted(err))
 	}
-	if err := copyGraph(ctx, src, dst, root, dstRef, opts); err != nil {
+	if err := copyGraph(ctx, src, dst, root, dstRef, opts, raw); err != nil {
 		return ocispec.Descriptor{}, err
 	}
 	return root, nil
 }
 
+// resolveRoot resolves ref. From a registry it GETs the manifest, as
+// oras.Copy does, and keeps its bytes for the copy: the answer's media type
+// is checked (a captive portal's HEAD may lack the headers that would let
+// a HEAD say what it is), and a registry that counts manifest GETs as
+// pulls (Docker Hub) counts one.
+func resolveRoot(ctx context.Context, src oras.ReadOnlyTarget, ref string, opts Options) (ocispec.Descriptor, []byte, error) {
+	var root ocispec.Descriptor
+	var raw []byte
+	rf, byRef := unwrapTarget(src).(registry.ReferenceFetcher)
+	err := doMetadata(ctx, opts, 0, func(ctx context.Context) error {
+		if !byRef {
+			var err error
+			root, err = src.Resolve(ctx, ref)
+			if err == nil {
+				err = checkReferenced(root)
+			}
+			return err
+		}
+		desc, rc, err := rf.FetchReference(ctx, ref)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		if err := checkReferenced(desc); err != nil {
+			return err
+		}
+		if err := checkManifestSize(opts, desc); err != nil {
+			return retrypolicy.Permanent(err)
+		}
+		b, err := content.ReadAll(rc, desc)
+		if err != nil {
+			return err
+		}
+		root, raw = desc, b
+		return nil
+	})
+	return root, raw, err
+}
+
 // CopyGraph copies the graph rooted at root from src to dst, like
 // oras.CopyGraph, with the guarantees of Copy (without the tag).
 func CopyGraph(ctx context.Context, src content.ReadOnlyStorage, dst content.Storage, root ocispec.Descriptor, opts Options) error {
-	return copyGraph(ctx, src, dst, root, "", opts)
+	return copyGraph(ctx, src, dst, root, "", opts, nil)
 }
 
 // metadataPolicy is the policy of small requests (HEAD, manifests, tags):
@@ -82,6 +113,8 @@ type graphCopier struct {
 	blobs *blobMover
 	sem   *semaphore.Weighted
 
+	rootRaw []byte // the root manifest's bytes, when resolving read them
+
 	mu    sync.Mutex
 	nodes map[digest.Digest]*nodeResult
 	errs  []error
@@ -92,7 +125,7 @@ type nodeResult struct {
 	err  error
 }
 
-func copyGraph(ctx context.Context, src content.ReadOnlyStorage, dst content.Storage, root ocispec.Descriptor, tag string, opts Options) error {
+func copyGraph(ctx context.Context, src content.ReadOnlyStorage, dst content.Storage, root ocispec.Descriptor, tag string, opts Options, rootRaw []byte) error {
 	if err := opts.Retry.Validate(); err != nil {
 		return err
 	}
@@ -104,6 +137,9 @@ func copyGraph(ctx context.Context, src content.ReadOnlyStorage, dst content.Sto
 		blobs: newBlobMover(src, dst, opts),
 		sem:   semaphore.NewWeighted(int64(opts.concurrency())),
 		nodes: map[digest.Digest]*nodeResult{},
+	}
+	if rootRaw != nil && root.Digest.Validate() == nil && root.Digest.Algorithm().FromBytes(rootRaw) == root.Digest {
+		g.rootRaw = rootRaw
 	}
 	err := g.node(ctx, root, tag)
 	g.mu.Lock()
@@ -172,10 +208,13 @@ func (g *graphCopier) copyNode(ctx context.Context, desc ocispec.Descriptor, tag
 			return nil
 		}
 	}
-	raw, err := readManifest(ctx, g.opts, g.src, desc)
-	if err != nil {
-		g.fail(ev, desc, err)
-		return err
+	raw := g.rootRaw
+	if raw == nil || tag == "" {
+		var err error
+		if raw, err = readManifest(ctx, g.opts, g.src, desc); err != nil {
+			g.fail(ev, desc, err)
+			return err
+		}
 	}
 	children, err := content.Successors(ctx, bytesFetcher{desc, raw}, desc)
 	if err != nil {

@@ -192,8 +192,11 @@ func TestHostileEveryRequestWatched(t *testing.T) {
 		// attempt of its own: the reset is what is retried (and the status
 		// asked again).
 		reason string
+		// graph copies with CopyGraph (no tag): the destination's
+		// manifest is looked up with a HEAD first.
+		graph bool
 	}{
-		{kind: registrytest.ManifestHead, pull: true, reason: "stalled"},
+		{kind: registrytest.ManifestHead, graph: true, reason: "stalled"},
 		{kind: registrytest.ManifestGet, pull: true, reason: "stalled"},
 		{kind: registrytest.BlobHead, reason: "stalled"},
 		{kind: registrytest.UploadPost, reason: "stalled"},
@@ -231,7 +234,12 @@ func TestHostileEveryRequestWatched(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			start := time.Now()
-			_, err := transfer.Copy(ctx, src, "v1", dst, "", opts)
+			var err error
+			if tc.graph {
+				err = transfer.CopyGraph(ctx, src, dst, a.root, opts)
+			} else {
+				_, err = transfer.Copy(ctx, src, "v1", dst, "", opts)
+			}
 			took := time.Since(start)
 			if err != nil {
 				t.Fatalf("copy failed after %s: %v", took, err)
@@ -688,8 +696,10 @@ func TestHostileManifestErrorSaysManifest(t *testing.T) {
 			reg.Inject(registrytest.Rule{Kind: tc.kind, Action: registrytest.Respond(http.StatusForbidden)})
 			var err error
 			if tc.kind == registrytest.ManifestGet {
+				// By digest: a tag's manifest is read once, when the tag
+				// is resolved.
 				src := seed(t, reg, "manifest-err", a)
-				_, err = transfer.Copy(context.Background(), src, "v1", newLayout(t), "", transfer.Options{Retry: fast(3)})
+				err = transfer.CopyGraph(context.Background(), src, newLayout(t), a.root, transfer.Options{Retry: fast(3)})
 			} else {
 				_, err = transfer.Copy(context.Background(), a.store, "v1", repo(t, reg, "manifest-err"), "", transfer.Options{Retry: fast(3)})
 			}
