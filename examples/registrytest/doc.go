@@ -1,14 +1,38 @@
 // Package registrytest runs a real OCI registry in-process, with faults on
 // the wire that tests can script while requests run, and byte counters.
 //
-// The registry is CNCF distribution v3 (registry/handlers.App), served on
-// 127.0.0.1 over plain HTTP or, with WithTLS, HTTPS with a self-signed
-// certificate that Client and Repository trust. It stores blobs with the
-// filesystem driver in a temporary directory: the inmemory driver copies its
-// whole buffer on every write, which makes a 64 MiB upload take ~25 s.
-// Distribution's logging (global logrus) and net/http's error log are
-// silenced. Tests use New, which closes the registry in t.Cleanup; main
-// programs (the demo, the benchmark) use Start and Close.
+// The registry is served on 127.0.0.1 over plain HTTP or, with WithTLS,
+// HTTPS with a self-signed certificate that Client and Repository trust.
+// Tests use New, which closes the registry in t.Cleanup; main programs (the
+// demo, the benchmark) use Start and Close.
+//
+// # Implementations
+//
+// WithImplementation picks the registry code; both store blobs in a
+// temporary directory and sit behind the same middleware, so faults,
+// counters, auth, TLS and bandwidth caps work alike:
+//
+//   - Distribution (the default): CNCF distribution v3.1.2
+//     (registry/handlers.App) on its filesystem driver -- the inmemory
+//     driver copies its whole buffer on every write, which makes a 64 MiB
+//     upload take ~25 s. Its logging (global logrus) is silenced.
+//   - GGCR: go-containerregistry v0.22.1's pkg/registry with its disk blob
+//     handler. Upload sessions live in RAM until the PUT whatever the
+//     handler, and committed blobs are re-hashed on every HEAD and GET.
+//
+// They differ where resuming matters, and Registry.Capabilities says how:
+// ggcr serves only closed ranges ("bytes=N-" gets 416), has no upload
+// status (GET on an upload URL: 400) and no upload DELETE (400), creates a
+// session on its first PATCH (POST answers "Range: 0-0" and allocates
+// nothing), keeps one blob store for all repositories (no mounts, none
+// needed), and reads one upload body at a time under a single lock -- a
+// stalled PATCH holds up every other upload. Both refuse a PATCH that does
+// not start at the bytes held (416), keep the bytes of a broken PATCH, and
+// verify the digest on PUT. Tests in this package pin each of these on the
+// real code, so an upgrade that changes one fails there first. Request
+// kinds are told apart the same way on both: their upload URLs share the
+// shape /v2/<name>/blobs/uploads/<id> (distribution adds ?_state=).
+// net/http's error log is silenced for both.
 //
 // # Faults
 //
@@ -52,5 +76,6 @@
 //
 // Close releases every held connection and waits for the handlers, so that
 // goleak.VerifyNone(t, IgnoreLeaks()...) passes after it; IgnoreLeaks names
-// the one goroutine distribution itself leaks.
+// the one goroutine distribution itself leaks (ggcr leaks none), and
+// IgnoreLeaks(GGCR) leaves it out.
 package registrytest

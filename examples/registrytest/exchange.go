@@ -291,6 +291,7 @@ func (x *exchange) fire(t trigger) {
 	x.Flush()
 	switch t.op {
 	case opResetAfter, opResetEvery:
+		x.reg.stats.cut(x.info.kind)
 		x.conn.drainAndReset()
 		x.failed = errReset
 	case opStall:
@@ -437,6 +438,7 @@ func (b *faultBody) Read(p []byte) (int, error) {
 			b.x.hold(t.fault, nil)
 			b.fail(errStalled)
 		default: // reset
+			b.x.reg.stats.cut(b.x.info.kind)
 			b.fail(errReset)
 		}
 	}
