@@ -49,8 +49,9 @@
 // the next Times. Actions:
 //
 //   - ResetAfter(n): TCP RST after n body bytes, of the response (a blob GET)
-//     or of the request (an upload PATCH or PUT; the client is reset only
-//     after the registry has stored the n bytes it read);
+//     or of the request (an upload PATCH or PUT; by default the client is
+//     reset only after the registry has stored the n bytes it read, see
+//     below for cuts as on a real network);
 //   - ResetEvery(period): RST at the next multiple of period in the blob's
 //     coordinates (from Content-Range), so only a client that resumes
 //     finishes;
@@ -68,7 +69,29 @@
 //
 // SetBandwidth (or WithBandwidth) caps every connection in either
 // direction. Stats reports bytes on the wire per direction, body bytes per
-// request kind and requests per kind and status; ResetStats starts over.
+// request kind, requests per kind and status, and the requests a reset cut;
+// ResetStats starts over.
+//
+// # Cuts as on a real network
+//
+// By default a reset of an upload body is deterministic: the registry reads
+// exactly n bytes, stores them, and only then is the client reset, so a
+// status query the client sends next already sees them. A dropped link or a
+// proxy's reset is not like that: the client sees the RST at once while the
+// registry still receives and writes what was in flight, so an immediate
+// status query reports a stale, smaller offset and the registry finally
+// keeps more than the client knows. WithRealisticCuts(inFlight, lag) models
+// it: at the cut the registry takes the body bytes that have reached it (up
+// to inFlight, DefaultInFlight = 256 KiB), the client is reset at once, and
+// lag later (DefaultCutLag = 100 ms) the handler gets those bytes and then
+// its body fails. Distribution answers a status query in the lag with the
+// stale offset and accepts a PATCH from it (the late bytes land on the same
+// offsets); ggcr, whose lock the cut handler still holds, makes every other
+// upload wait and then refuses a PATCH from the stale offset with 416.
+// KindStats.LateBodyBytes counts the bytes kept after the client's reset,
+// Cuts the requests cut; what the client wrote is counted on the client
+// (its socket buffers hold bytes that never arrive). SettleCuts waits until
+// every cut handler has returned.
 //
 // WithTokenAuth adds a minimal bearer token service (tokens expire after a
 // TTL) and WithBasicAuth Basic credentials; Repository wires the credentials

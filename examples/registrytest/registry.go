@@ -61,6 +61,11 @@ type Registry struct {
 	rules  []*Fault
 	holds  map[*hold]struct{}
 	stats  statsState
+	// lingering counts handlers whose client a realistic cut has reset
+	// and that still read their in-flight bytes; settled is closed
+	// whenever it is zero.
+	lingering int
+	settled   chan struct{}
 }
 
 type config struct {
@@ -75,6 +80,9 @@ type config struct {
 	basic          bool
 	capDown, capUp int64
 	impl           Implementation
+	realistic      bool
+	inFlight       int64
+	cutLag         time.Duration
 }
 
 // Option configures a Registry at start.
@@ -133,7 +141,8 @@ var silenceLogs sync.Once
 func Start(opts ...Option) (_ *Registry, err error) {
 	silenceLogs.Do(func() { logrus.SetOutput(io.Discard) })
 
-	r := &Registry{closing: make(chan struct{}), holds: map[*hold]struct{}{}}
+	r := &Registry{closing: make(chan struct{}), holds: map[*hold]struct{}{}, settled: make(chan struct{})}
+	close(r.settled)
 	for _, o := range opts {
 		o(&r.cfg)
 	}

@@ -26,7 +26,11 @@ type KindStats struct {
 	// cost the registry. What the client wrote is not seen here: bytes
 	// still in its socket buffers when a cut comes never arrive; count
 	// them on the client.
-	RequestBodyBytes  int64
+	RequestBodyBytes int64
+	// LateBodyBytes is the part of RequestBodyBytes the registry read
+	// after a realistic cut had reset the client (WithRealisticCuts): bytes
+	// kept that the client cannot know were received.
+	LateBodyBytes     int64
 	ResponseBodyBytes int64 // body bytes the clients were sent
 	// Cuts counts requests a ResetAfter or ResetEvery fault reset, in
 	// either direction: "Requests / Cuts" is how many requests each cut
@@ -106,6 +110,14 @@ func (s *statsState) status(k Kind, code int) {
 	s.mu.Lock()
 	s.of(k).Statuses[code]++
 	s.mu.Unlock()
+}
+
+func (s *statsState) lateBody(k Kind, n int) {
+	if n > 0 {
+		s.mu.Lock()
+		s.of(k).LateBodyBytes += int64(n)
+		s.mu.Unlock()
+	}
 }
 
 func (s *statsState) cut(k Kind) {
