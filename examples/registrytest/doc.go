@@ -20,7 +20,9 @@
 //     handler. Upload sessions live in RAM until the PUT whatever the
 //     handler, and committed blobs are re-hashed on every HEAD and GET.
 //
-// They differ where resuming matters, and Registry.Capabilities says how:
+// Registry.Impl says which one runs, Implementations lists both for
+// table-driven tests, and Registry.Capabilities says where they differ in
+// what resuming depends on:
 // ggcr serves only closed ranges ("bytes=N-" gets 416), has no upload
 // status (GET on an upload URL: 400) and no upload DELETE (400), creates a
 // session on its first PATCH (POST answers "Range: 0-0" and allocates
@@ -31,15 +33,17 @@
 // verify the digest on PUT. Tests in this package pin each of these on the
 // real code, so an upgrade that changes one fails there first. Request
 // kinds are told apart the same way on both: their upload URLs share the
-// shape /v2/<name>/blobs/uploads/<id> (distribution adds ?_state=).
-// net/http's error log is silenced for both.
+// shape /v2/<name>/blobs/uploads/<id> (distribution adds ?_state=), so
+// Kind-based rules and the release of a stalled upload by the next request
+// on its session work on both. net/http's error log is silenced for both;
+// ggcr still logs a digest mismatch through the standard log package.
 //
 // # Faults
 //
-// Faults are a middleware in front of distribution's handler on the same
+// Faults are a middleware in front of the registry's handler on the same
 // server: there is no proxy hop, so the Host header the client sent is the
 // one distribution builds upload Locations from (oras-go refuses a Location
-// on another host). The server's listener hands out connections that wrap
+// on another host; ggcr's are relative). The server's listener hands out connections that wrap
 // the *net.TCPConn, which is how a reset can be a real TCP RST and how bytes
 // are counted on the wire. Only HTTP/1.1 is served, since a fault acts on a
 // whole connection.
