@@ -126,7 +126,14 @@ func pushMatrix(t *testing.T, reg *registrytest.Registry, m *matrixRun) int64 {
 	a := newArtifact(t, matrixPushSize)
 	dst, counter := countingRepo(t, reg, "matrix-push")
 	root, err := transfer.Copy(context.Background(), a.store, "v1", dst, "", m.opts)
+	// Counters are read once the registry has every byte it will keep.
+	if err := reg.SettleCuts(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	if err != nil {
+		if st := reg.Stats(); st.Kinds[registrytest.UploadPatch].Cuts > 0 {
+			logCuts(t, st, counter.bytes.Load()) // what the cuts cost until the push gave up
+		}
 		t.Fatalf("push failed: %v\nretries %v\nnotes %v", err, m.ev.reasons(progress.Retrying), m.ev.reasons(progress.Note))
 	}
 	if root.Digest != a.root.Digest {
