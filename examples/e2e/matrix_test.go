@@ -290,13 +290,13 @@ func TestMatrixPushRealisticCutsTight(t *testing.T) {
 			if patches.Requests != 1 {
 				t.Errorf("%d PATCH requests, want the one cut, then the fallback", patches.Requests)
 			}
-			if put := st.Kinds[registrytest.UploadPut].RequestBodyBytes; put > matrixPushSize+a0 {
+			if put := st.Kinds[registrytest.UploadPut].RequestBodyBytes; put > matrixPushSize+configSize {
 				t.Errorf("PUT bodies %d bytes, want the blob once (%d)", put, matrixPushSize)
 			}
 		})
 	}
 }
 
-// a0 is the slack for the artifact's config blob ("{}"), which goes up in
+// configSize is the size for the artifact's config blob ("{}"), which goes up in
 // a monolithic PUT beside the layer.
-const a0 = 2
+const configSize = 2
