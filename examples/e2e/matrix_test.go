@@ -297,6 +297,6 @@ func TestMatrixPushRealisticCutsTight(t *testing.T) {
 	}
 }
 
-// configSize is the size for the artifact's config blob ("{}"), which goes up in
-// a monolithic PUT beside the layer.
+// configSize is the size of the artifact's config blob ("{}"), which goes
+// up in a monolithic PUT beside the layer.
 const configSize = 2
