@@ -1,21 +1,49 @@
 // Package registrytest runs a real OCI registry in-process, with faults on
 // the wire that tests can script while requests run, and byte counters.
 //
-// The registry is CNCF distribution v3 (registry/handlers.App), served on
-// 127.0.0.1 over plain HTTP or, with WithTLS, HTTPS with a self-signed
-// certificate that Client and Repository trust. It stores blobs with the
-// filesystem driver in a temporary directory: the inmemory driver copies its
-// whole buffer on every write, which makes a 64 MiB upload take ~25 s.
-// Distribution's logging (global logrus) and net/http's error log are
-// silenced. Tests use New, which closes the registry in t.Cleanup; main
-// programs (the demo, the benchmark) use Start and Close.
+// The registry is served on 127.0.0.1 over plain HTTP or, with WithTLS,
+// HTTPS with a self-signed certificate that Client and Repository trust.
+// Tests use New, which closes the registry in t.Cleanup; main programs (the
+// demo, the benchmark) use Start and Close.
+//
+// # Implementations
+//
+// WithImplementation picks the registry code; both store blobs in a
+// temporary directory and sit behind the same middleware, so faults,
+// counters, auth, TLS and bandwidth caps work alike:
+//
+//   - Distribution (the default): CNCF distribution v3.1.2
+//     (registry/handlers.App) on its filesystem driver -- the inmemory
+//     driver copies its whole buffer on every write, which makes a 64 MiB
+//     upload take ~25 s. Its logging (global logrus) is silenced.
+//   - GGCR: go-containerregistry v0.22.1's pkg/registry with its disk blob
+//     handler. Upload sessions live in RAM until the PUT whatever the
+//     handler, and committed blobs are re-hashed on every HEAD and GET.
+//
+// Registry.Impl says which one runs, Implementations lists both for
+// table-driven tests, and Registry.Capabilities says where they differ in
+// what resuming depends on:
+// ggcr serves only closed ranges ("bytes=N-" gets 416), has no upload
+// status (GET on an upload URL: 400) and no upload DELETE (400), creates a
+// session on its first PATCH (POST answers "Range: 0-0" and allocates
+// nothing), keeps one blob store for all repositories (no mounts, none
+// needed), and reads one upload body at a time under a single lock -- a
+// stalled PATCH holds up every other upload. Both refuse a PATCH that does
+// not start at the bytes held (416), keep the bytes of a broken PATCH, and
+// verify the digest on PUT. Tests in this package pin each of these on the
+// real code, so an upgrade that changes one fails there first. Request
+// kinds are told apart the same way on both: their upload URLs share the
+// shape /v2/<name>/blobs/uploads/<id> (distribution adds ?_state=), so
+// Kind-based rules and the release of a stalled upload by the next request
+// on its session work on both. net/http's error log is silenced for both;
+// ggcr still logs a digest mismatch through the standard log package.
 //
 // # Faults
 //
-// Faults are a middleware in front of distribution's handler on the same
+// Faults are a middleware in front of the registry's handler on the same
 // server: there is no proxy hop, so the Host header the client sent is the
 // one distribution builds upload Locations from (oras-go refuses a Location
-// on another host). The server's listener hands out connections that wrap
+// on another host; ggcr's are relative). The server's listener hands out connections that wrap
 // the *net.TCPConn, which is how a reset can be a real TCP RST and how bytes
 // are counted on the wire. Only HTTP/1.1 is served, since a fault acts on a
 // whole connection.
@@ -25,8 +53,9 @@
 // the next Times. Actions:
 //
 //   - ResetAfter(n): TCP RST after n body bytes, of the response (a blob GET)
-//     or of the request (an upload PATCH or PUT; the client is reset only
-//     after the registry has stored the n bytes it read);
+//     or of the request (an upload PATCH or PUT; by default the client is
+//     reset only after the registry has stored the n bytes it read, see
+//     below for cuts as on a real network);
 //   - ResetEvery(period): RST at the next multiple of period in the blob's
 //     coordinates (from Content-Range), so only a client that resumes
 //     finishes;
@@ -44,7 +73,29 @@
 //
 // SetBandwidth (or WithBandwidth) caps every connection in either
 // direction. Stats reports bytes on the wire per direction, body bytes per
-// request kind and requests per kind and status; ResetStats starts over.
+// request kind, requests per kind and status, and the requests a reset cut;
+// ResetStats starts over.
+//
+// # Cuts as on a real network
+//
+// By default a reset of an upload body is deterministic: the registry reads
+// exactly n bytes, stores them, and only then is the client reset, so a
+// status query the client sends next already sees them. A dropped link or a
+// proxy's reset is not like that: the client sees the RST at once while the
+// registry still receives and writes what was in flight, so an immediate
+// status query reports a stale, smaller offset and the registry finally
+// keeps more than the client knows. WithRealisticCuts(inFlight, lag) models
+// it: at the cut the registry takes the body bytes that have reached it (up
+// to inFlight, DefaultInFlight = 256 KiB), the client is reset at once, and
+// lag later (DefaultCutLag = 100 ms) the handler gets those bytes and then
+// its body fails. Distribution answers a status query in the lag with the
+// stale offset and accepts a PATCH from it (the late bytes land on the same
+// offsets); ggcr, whose lock the cut handler still holds, makes every other
+// upload wait and then refuses a PATCH from the stale offset with 416.
+// KindStats.LateBodyBytes counts the bytes kept after the client's reset,
+// Cuts the requests cut; what the client wrote is counted on the client
+// (its socket buffers hold bytes that never arrive). SettleCuts waits until
+// every cut handler has returned.
 //
 // WithTokenAuth adds a minimal bearer token service (tokens expire after a
 // TTL) and WithBasicAuth Basic credentials; Repository wires the credentials
@@ -52,5 +103,6 @@
 //
 // Close releases every held connection and waits for the handlers, so that
 // goleak.VerifyNone(t, IgnoreLeaks()...) passes after it; IgnoreLeaks names
-// the one goroutine distribution itself leaks.
+// the one goroutine distribution itself leaks (ggcr leaks none), and
+// IgnoreLeaks(GGCR) leaves it out.
 package registrytest

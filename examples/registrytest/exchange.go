@@ -163,6 +163,7 @@ type exchange struct {
 	delay         time.Duration // Delay: slept in WriteHeader, after the registry answered
 	failed        error         // once set every write fails: the response is over
 	holds         []*hold
+	lingering     bool // a realistic cut reset the client; the handler still runs
 }
 
 func (x *exchange) Header() http.Header { return x.w.Header() }
@@ -291,6 +292,7 @@ func (x *exchange) fire(t trigger) {
 	x.Flush()
 	switch t.op {
 	case opResetAfter, opResetEvery:
+		x.reg.stats.cut(x.info.kind)
 		x.conn.drainAndReset()
 		x.failed = errReset
 	case opStall:
@@ -339,6 +341,9 @@ func (x *exchange) finish() {
 	x.reg.mu.Lock()
 	for _, h := range x.holds {
 		delete(x.reg.holds, h)
+	}
+	if x.lingering {
+		x.reg.lingerDone()
 	}
 	x.reg.mu.Unlock()
 	for _, h := range x.holds {
@@ -421,9 +426,13 @@ type faultBody struct {
 	triggers []trigger
 	trickle  int64
 	failed   error
+	cut      *lateBytes // set once a realistic cut has reset the client
 }
 
 func (b *faultBody) Read(p []byte) (int, error) {
+	if b.cut != nil {
+		return b.readLate(p)
+	}
 	corrupt := false
 	for b.failed == nil && len(b.triggers) > 0 && b.triggers[0].at <= b.read && !corrupt {
 		t := b.triggers[0]
@@ -437,6 +446,11 @@ func (b *faultBody) Read(p []byte) (int, error) {
 			b.x.hold(t.fault, nil)
 			b.fail(errStalled)
 		default: // reset
+			b.x.reg.stats.cut(b.x.info.kind)
+			if b.x.reg.cfg.realistic {
+				b.cutRealistically()
+				return b.readLate(p)
+			}
 			b.fail(errReset)
 		}
 	}

@@ -197,6 +197,9 @@ const (
 // of a PATCH or PUT in the upload -- and only then is the client reset, so an
 // upload status query made after the client sees the reset already reports
 // them. If the body is exactly n bytes long the registry never sees its end.
+// With WithRealisticCuts a request is cut as on a real network instead: the
+// client is reset at once, and the registry gets the bytes in flight and
+// the error later.
 func ResetAfter(n int64) Action { return Action{op: opResetAfter, n: max(n, 0)} }
 
 // ResetEvery resets a transfer at the next multiple of period in the blob's

@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -17,14 +16,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/distribution/distribution/v3/configuration"
-	"github.com/distribution/distribution/v3/registry/handlers"
-	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem" // registers the "filesystem" driver
 	"github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
 	"go.uber.org/goleak"
@@ -32,14 +29,15 @@ import (
 	"oras.land/oras-go/v2/registry/remote/auth"
 )
 
-// Registry is a CNCF distribution registry served on 127.0.0.1 with a fault
-// injecting middleware in front of it. All methods are safe for concurrent use.
+// Registry is a real registry (CNCF distribution by default, see
+// WithImplementation) served on 127.0.0.1 with a fault injecting middleware
+// in front of it. All methods are safe for concurrent use.
 type Registry struct {
 	cfg       config
 	dir       string // storage root
 	removeDir bool   // dir was created by Start
-	app       *handlers.App
-	handler   http.Handler // auth (if any) in front of app
+	backend   backend
+	handler   http.Handler // auth (if any) in front of the backend
 	srv       *http.Server
 	url       string
 	host      string
@@ -63,6 +61,11 @@ type Registry struct {
 	rules  []*Fault
 	holds  map[*hold]struct{}
 	stats  statsState
+	// lingering counts handlers whose client a realistic cut has reset
+	// and that still read their in-flight bytes; settled is closed
+	// whenever it is zero.
+	lingering int
+	settled   chan struct{}
 }
 
 type config struct {
@@ -76,6 +79,10 @@ type config struct {
 	token          bool
 	basic          bool
 	capDown, capUp int64
+	impl           Implementation
+	realistic      bool
+	inFlight       int64
+	cutLag         time.Duration
 }
 
 // Option configures a Registry at start.
@@ -134,12 +141,16 @@ var silenceLogs sync.Once
 func Start(opts ...Option) (_ *Registry, err error) {
 	silenceLogs.Do(func() { logrus.SetOutput(io.Discard) })
 
-	r := &Registry{closing: make(chan struct{}), holds: map[*hold]struct{}{}}
+	r := &Registry{closing: make(chan struct{}), holds: map[*hold]struct{}{}, settled: make(chan struct{})}
+	close(r.settled)
 	for _, o := range opts {
 		o(&r.cfg)
 	}
 	if r.cfg.token && r.cfg.basic {
 		return nil, errors.New("WithTokenAuth and WithBasicAuth are exclusive")
+	}
+	if r.cfg.impl != Distribution && r.cfg.impl != GGCR {
+		return nil, fmt.Errorf("unknown implementation %v", r.cfg.impl)
 	}
 	r.capDown.Store(r.cfg.capDown)
 	r.capUp.Store(r.cfg.capUp)
@@ -158,13 +169,13 @@ func Start(opts ...Option) (_ *Registry, err error) {
 		}
 	}()
 
-	if r.app, err = newApp(r.dir); err != nil {
+	if r.backend, err = newBackend(r.cfg.impl, r.dir); err != nil {
 		return nil, err
 	}
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		_ = r.app.Shutdown()
+		_ = r.backend.shutdown()
 		return nil, fmt.Errorf("listen: %w", err)
 	}
 	r.host = ln.Addr().String()
@@ -175,7 +186,7 @@ func Start(opts ...Option) (_ *Registry, err error) {
 		cert, pool, err := selfSignedCert()
 		if err != nil {
 			_ = ln.Close()
-			_ = r.app.Shutdown()
+			_ = r.backend.shutdown()
 			return nil, err
 		}
 		tlsClient.RootCAs = pool
@@ -192,9 +203,9 @@ func Start(opts ...Option) (_ *Registry, err error) {
 	case r.cfg.basic:
 		r.auth = newBasicAuth(r.cfg.basicUser, r.cfg.basicPass)
 	}
-	r.handler = r.app
+	r.handler = r.backend
 	if r.auth != nil {
-		r.handler = r.auth.wrap(r.app)
+		r.handler = r.auth.wrap(r.backend)
 	}
 
 	protocols := new(http.Protocols)
@@ -223,32 +234,6 @@ func Start(opts ...Option) (_ *Registry, err error) {
 	return r, nil
 }
 
-// newApp builds distribution's handler on the filesystem driver. NewApp
-// panics on configuration errors; that panic is turned into an error here.
-func newApp(dir string) (app *handlers.App, err error) {
-	secret := make([]byte, 32)
-	if _, err := rand.Read(secret); err != nil {
-		return nil, fmt.Errorf("http secret: %w", err)
-	}
-	cfg := &configuration.Configuration{}
-	cfg.Log.AccessLog.Disabled = true
-	cfg.HTTP.Secret = hex.EncodeToString(secret)
-	cfg.Storage = configuration.Storage{
-		// The filesystem driver, not inmemory: inmemory copies its whole
-		// buffer on every write, so a 64 MiB upload takes ~25 s.
-		"filesystem": configuration.Parameters{"rootdirectory": dir},
-		// The purger would start a goroutine that outlives the registry.
-		"maintenance": configuration.Parameters{"uploadpurging": map[any]any{"enabled": false}},
-		"delete":      configuration.Parameters{"enabled": true},
-	}
-	defer func() {
-		if p := recover(); p != nil {
-			app, err = nil, fmt.Errorf("distribution NewApp: %v", p)
-		}
-	}()
-	return handlers.NewApp(context.Background(), cfg), nil
-}
-
 // Close stops the server, releases held connections, waits for in-flight
 // handlers and removes the storage directory it created. Calling it again
 // returns the first result.
@@ -269,7 +254,7 @@ func (r *Registry) Close() error {
 		case <-time.After(10 * time.Second):
 			errs = append(errs, errors.New("handlers still running 10s after close"))
 		}
-		if err := r.app.Shutdown(); err != nil {
+		if err := r.backend.shutdown(); err != nil {
 			errs = append(errs, fmt.Errorf("shutdown registry: %w", err))
 		}
 		r.transport.CloseIdleConnections()
@@ -289,7 +274,8 @@ func (r *Registry) Host() string { return r.host }
 // URL returns "http://127.0.0.1:port" (https with WithTLS).
 func (r *Registry) URL() string { return r.url }
 
-// StorageDir returns the directory the filesystem driver stores blobs in.
+// StorageDir returns the directory the registry stores blobs in
+// (distribution's filesystem driver root, or ggcr's disk blob handler's).
 func (r *Registry) StorageDir() string { return r.dir }
 
 // Reference returns "host/repo:tag", or "host/repo@digest" when tagOrDigest
@@ -334,19 +320,27 @@ func (r *Registry) SetBandwidth(download, upload int64) {
 	r.capUp.Store(max(upload, 0))
 }
 
-// IgnoreLeaks returns goleak options for goroutines left behind by design:
-// handlers.NewApp starts a go-events broadcaster for notifications that
-// App.Shutdown does not stop (one per registry), and net/http lingers on a
-// connection whose request body it did not read.
-func IgnoreLeaks() []goleak.Option {
-	return []goleak.Option{
-		goleak.IgnoreTopFunction("github.com/docker/go-events.(*Broadcaster).run"),
+// IgnoreLeaks returns goleak options for goroutines left behind by design
+// by the given implementations (all of them if none is named):
+// distribution's handlers.NewApp starts a go-events broadcaster for
+// notifications that App.Shutdown does not stop (one per registry); ggcr
+// starts none. For any implementation, net/http lingers on a connection
+// whose request body it did not read.
+func IgnoreLeaks(impls ...Implementation) []goleak.Option {
+	if len(impls) == 0 {
+		impls = Implementations()
+	}
+	opts := []goleak.Option{
 		// net/http's server, after answering a request whose body it did
 		// not read (a Respond fault on an upload), half-closes and lingers
 		// 500 ms so the client reads the answer before the RST; the
 		// goroutine ends by itself, after Close has returned.
 		goleak.IgnoreAnyFunction("net/http.(*conn).closeWriteAndWait"),
 	}
+	if slices.Contains(impls, Distribution) {
+		opts = append(opts, goleak.IgnoreTopFunction("github.com/docker/go-events.(*Broadcaster).run"))
+	}
+	return opts
 }
 
 // sleep waits d, or less if the registry closes or ctx ends. It reports

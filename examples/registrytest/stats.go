@@ -18,9 +18,24 @@ type Stats struct {
 
 // KindStats counts the requests of one kind.
 type KindStats struct {
-	Requests          int64
-	RequestBodyBytes  int64 // upload body bytes the registry read
+	Requests int64
+	// RequestBodyBytes counts upload body bytes the registry's handler
+	// read. Both implementations keep every byte of a PATCH they read,
+	// even from a broken one, so for UploadPatch this is also what the
+	// sessions were given: "RequestBodyBytes / blob size" is what a push
+	// cost the registry. What the client wrote is not seen here: bytes
+	// still in its socket buffers when a cut comes never arrive; count
+	// them on the client.
+	RequestBodyBytes int64
+	// LateBodyBytes is the part of RequestBodyBytes the registry read
+	// after a realistic cut had reset the client (WithRealisticCuts): bytes
+	// kept that the client cannot know were received.
+	LateBodyBytes     int64
 	ResponseBodyBytes int64 // body bytes the clients were sent
+	// Cuts counts requests a ResetAfter or ResetEvery fault reset, in
+	// either direction: "Requests / Cuts" is how many requests each cut
+	// cost.
+	Cuts int64
 	// Statuses counts responses by the status the client was sent; 0 means
 	// none was (reset, stall or drop before the status line).
 	Statuses map[int]int64
@@ -94,5 +109,19 @@ func (s *statsState) responseBody(k Kind, n int) {
 func (s *statsState) status(k Kind, code int) {
 	s.mu.Lock()
 	s.of(k).Statuses[code]++
+	s.mu.Unlock()
+}
+
+func (s *statsState) lateBody(k Kind, n int) {
+	if n > 0 {
+		s.mu.Lock()
+		s.of(k).LateBodyBytes += int64(n)
+		s.mu.Unlock()
+	}
+}
+
+func (s *statsState) cut(k Kind) {
+	s.mu.Lock()
+	s.of(k).Cuts++
 	s.mu.Unlock()
 }
