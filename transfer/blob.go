@@ -299,8 +299,10 @@ func (m *blobMover) uploadChunked(ctx context.Context, desc ocispec.Descriptor, 
 		default:
 			var serr error
 			offset, serr = u.settle(ctx)
-			if serr != nil && u.statusUnusable(serr) {
-				err = serr
+			if u.statusUnusable(serr) {
+				// What broke the attempt stays its reason.
+				u.newSession(ctx, serr)
+				offset = 0
 			}
 		}
 		if u.statusUnusable(err) {
@@ -328,6 +330,7 @@ type chunkedUpload struct {
 	up        *httpblob.Upload
 	committed int64 // bytes the registry confirmed
 	sent      int64 // bytes streamed in the current attempt
+	sentEnd   int64 // the blob offset the last PATCH streamed up to
 	stale     bool  // the offset must be asked before the next PATCH
 	restarted bool
 	noStatus  bool  // the registry cannot report an offset: never ask again
@@ -527,6 +530,7 @@ func (u *chunkedUpload) patch(ctx context.Context, ret *retrypolicy.Retrier) err
 	defer mu.Unlock()
 	last := readers[len(readers)-1]
 	u.sent += last.offset - start
+	u.sentEnd = last.offset
 	if err != nil {
 		for _, hr := range readers {
 			re, ok := hr.err.(*readerError)
@@ -575,17 +579,19 @@ func (b *chunkBody) Close() error {
 }
 
 // settle learns the registry's offset after a failed attempt, before the
-// next PATCH. A registry may still be writing the broken PATCH when it is
-// asked (behind a proxy, or with bytes in flight when the link dropped),
-// so an answer is taken only once two answers a moment apart agree: a
-// PATCH from a stale offset would be refused with a 416 while its body
-// streams, which costs another round.
+// next PATCH. A registry may still be receiving the broken PATCH when it is
+// asked: bytes in flight when the link dropped, or held by a proxy, land a
+// moment later, and distribution reports only what it has written so far
+// (then takes a PATCH from there, and the late bytes are received twice).
+// So an answer short of what the client streamed is taken only once it has
+// not changed for settleQuiet; an answer equal to it at once. A PATCH from
+// a stale offset costs the bytes in flight twice, or a 416 mid-body.
 func (u *chunkedUpload) settle(ctx context.Context) (int64, error) {
 	if u.up == nil || u.sent == 0 || u.noStatus {
 		return u.committed, nil
 	}
-	const maxSettle = 5 * time.Second
-	start, pause, prev := time.Now(), 25*time.Millisecond, int64(-1)
+	start, pause := time.Now(), settlePause
+	prev, changed := int64(-1), start
 	for {
 		n, err := u.status(ctx)
 		if err != nil {
@@ -593,16 +599,29 @@ func (u *chunkedUpload) settle(ctx context.Context) (int64, error) {
 			return u.committed, err
 		}
 		u.committed, u.stale = n, false
-		if n == prev || n == u.desc.Size || time.Since(start) > maxSettle {
+		now := time.Now()
+		if n != prev {
+			prev, changed = n, now
+		}
+		if n >= u.sentEnd || n == u.desc.Size || now.Sub(changed) >= settleQuiet || now.Sub(start) > settleMax {
 			return n, nil
 		}
-		prev = n
 		if ctxsleep.Sleep(ctx, pause) != nil {
 			return n, nil
 		}
-		pause *= 2
+		pause = min(2*pause, settleQuiet)
 	}
 }
+
+// The offset after a cut is taken once it has been quiet for settleQuiet,
+// asked at settlePause and then doubling pauses, for at most settleMax.
+// settleQuiet is a cost per cut of a registry that holds less than the
+// client sent (bytes lost in socket buffers, or still on their way).
+const (
+	settlePause = 25 * time.Millisecond
+	settleQuiet = 150 * time.Millisecond
+	settleMax   = 5 * time.Second
+)
 
 // abandon deletes the session, as a courtesy: a registry collects
 // abandoned sessions anyway. It must not hold the caller: after a cancel

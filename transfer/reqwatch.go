@@ -42,7 +42,7 @@ func withPatience(ctx context.Context, d time.Duration) context.Context {
 // second for every 32 MiB (a registry hashing or copying on its storage at
 // 32 MiB/s), never longer than the attempt deadline of the whole blob.
 func commitPatience(stall time.Duration, cfg retrypolicy.Config, size int64) time.Duration {
-	d := max(stall, 0) + time.Duration(size/(32<<20))*time.Second
+	d := max(stall, 0) + time.Duration((size+32<<20-1)/(32<<20))*time.Second
 	if t := cfg.PerAttemptTimeout(size); t > 0 {
 		d = min(d, t)
 	}
