@@ -28,8 +28,10 @@
 // elapsed-time limit switched off, so the attempt count alone bounds the
 // loop), capped at MaxBackoff. A server's Retry-After (seconds or HTTP
 // date), carried by a [*StatusError] or attached with [WithRetryAfter],
-// lengthens the wait beyond MaxBackoff, up to MaxRetryAfter. OnRetry sees
-// the failed attempt, its error and reason, and the exact wait about to be
+// lengthens the wait beyond MaxBackoff, up to MaxRetryAfter, however
+// large the server's value (one beyond int64 seconds included); the error's
+// text then shows the wait used, not the server's ask. OnRetry sees the
+// failed attempt, its error and reason, and the exact wait about to be
 // slept.
 //
 // # Defaults
@@ -121,6 +123,8 @@
 // Retry-After of a 429 or 503 is lost by the time an error reaches the
 // loop. Code that sends its own requests builds errors with
 // [FromResponse], which keeps the status, the registry error codes and the
-// Retry-After, and redacts upload state and pre-signed credentials from the
-// URL. Code that has only the header uses [WithRetryAfter].
+// Retry-After, and redacts the URL (every query value but the protocol's
+// harmless ones). A TOOMANYREQUESTS error without the header whose message
+// says "retry-after: <duration>" (GHCR's form) carries that wait. Code that
+// has only the header uses [WithRetryAfter].
 package retrypolicy

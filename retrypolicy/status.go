@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -88,6 +89,9 @@ func FromResponse(resp *http.Response) error {
 			er.Errors = parsed.Errors
 			for _, e := range parsed.Errors {
 				se.Codes = append(se.Codes, e.Code)
+				if se.RetryAfter == 0 && e.Code == errorCodeTooManyRequests {
+					se.RetryAfter = retryAfterInMessage(e.Message)
+				}
 			}
 		}
 	}
@@ -194,6 +198,25 @@ func RetryAfter(err error) (time.Duration, bool) {
 		}
 	}
 	return 0, false
+}
+
+// ghcrRetryAfter is the wait GHCR writes into the message of a
+// TOOMANYREQUESTS error instead of a Retry-After header:
+// "retry-after: 880.092µs, allowed: 44000/minute".
+var ghcrRetryAfter = regexp.MustCompile(`(?i)retry-after:\s*((?:[0-9][0-9.]*(?:ns|us|µs|ms|s|m|h))+)`)
+
+// retryAfterInMessage reads a Go duration after "retry-after:" in a
+// registry's error message; 0 if there is none.
+func retryAfterInMessage(msg string) time.Duration {
+	m := ghcrRetryAfter.FindStringSubmatch(msg)
+	if m == nil {
+		return 0
+	}
+	d, err := time.ParseDuration(m[1])
+	if err != nil || d < 0 {
+		return 0
+	}
+	return d
 }
 
 // ParseRetryAfter parses a Retry-After header value: delay-seconds or an

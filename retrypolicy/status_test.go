@@ -80,3 +80,27 @@ func TestWithRetryAfter(t *testing.T) {
 		t.Fatalf("joined RetryAfter = %s, want the longest", d)
 	}
 }
+
+// GHCR writes its wait into the message of a TOOMANYREQUESTS error, with no
+// Retry-After header; a header, when there is one, wins.
+func TestFromResponseRetryAfterInMessage(t *testing.T) {
+	cases := []struct {
+		header http.Header
+		msg    string
+		want   time.Duration
+	}{
+		{nil, "retry-after: 880.092µs, allowed: 44000/minute", 880092 * time.Nanosecond},
+		{nil, "retry-after: 10.3ms, allowed: 2000/minute", 10300 * time.Microsecond},
+		{nil, "Retry-After: 2m30s", 150 * time.Second},
+		{nil, "slow down", 0},
+		{nil, "retry-after: soon", 0},
+		{http.Header{"Retry-After": {"7"}}, "retry-after: 1s", 7 * time.Second},
+	}
+	for _, c := range cases {
+		err := FromResponse(response(http.StatusTooManyRequests, c.header,
+			`{"errors":[{"code":"TOOMANYREQUESTS","message":"`+c.msg+`"}]}`))
+		if d, _ := RetryAfter(err); d != c.want {
+			t.Errorf("%q: RetryAfter = %s, want %s", c.msg, d, c.want)
+		}
+	}
+}

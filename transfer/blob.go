@@ -432,6 +432,7 @@ func (u *chunkedUpload) attempt(ctx context.Context, ret *retrypolicy.Retrier) e
 	for u.committed < u.desc.Size {
 		first := !u.patched
 		u.patched = true
+		from := u.committed
 		err := u.patch(ctx, ret)
 		if errors.Is(err, httpblob.ErrOffsetMismatch) && first && u.committed == 0 {
 			// Nothing was sent on this session: both sides are at 0, so
@@ -455,6 +456,12 @@ func (u *chunkedUpload) attempt(ctx context.Context, ret *retrypolicy.Retrier) e
 				return err
 			}
 			u.committed = n
+			if n == from && n > 0 && mismatches >= 2 {
+				// The registry refuses a PATCH at the very offset it
+				// reports (Quay's status reads one byte more than it
+				// holds): what it reports cannot be used.
+				return fmt.Errorf("%w: a PATCH at the reported offset %d is refused: %w", httpblob.ErrNoUploadStatus, n, err)
+			}
 			if u.committed == 0 && mismatches >= 2 {
 				// distribution reports "0-0" for an empty upload and for
 				// one byte: a fresh session settles which it was.

@@ -284,7 +284,11 @@ func (up *Upload) Status(ctx context.Context) (int64, error) {
 	defer resp.Body.Close()
 	switch resp.StatusCode {
 	case http.StatusNoContent, http.StatusOK, http.StatusAccepted:
-	case http.StatusBadRequest, http.StatusMethodNotAllowed, http.StatusNotImplemented:
+	case http.StatusBadRequest, http.StatusMethodNotAllowed, http.StatusNotImplemented,
+		// distribution v2 (Harbor's) answers a status query whose _state
+		// is older than what it holds (after a broken PATCH) with 416,
+		// and cancels the session.
+		http.StatusRequestedRangeNotSatisfiable:
 		return 0, fmt.Errorf("%w: %w", ErrNoUploadStatus, retrypolicy.FromResponse(resp))
 	case http.StatusNotFound:
 		err := retrypolicy.FromResponse(resp)
