@@ -139,6 +139,11 @@ func (m *blobMover) mount(ctx context.Context, desc ocispec.Descriptor) (string,
 		if repo == m.dstRepo.Reference.Repository {
 			continue
 		}
+		// oras-go pastes the name into the query unescaped: only a valid
+		// repository name may go there.
+		if (registry.Reference{Registry: m.dstRepo.Reference.Registry, Repository: repo}).ValidateRepository() != nil {
+			continue
+		}
 		err := doMetadata(ctx, m.opts, 0, func(ctx context.Context) error {
 			return mounter.Mount(ctx, desc, repo, func() (io.ReadCloser, error) { return nil, errNoMountFallback })
 		})
@@ -404,7 +409,12 @@ func (u *chunkedUpload) newSession(ctx context.Context, cause error) {
 		u.ev.note("registry reported an upload offset beyond the blob's size; starting a new upload session from byte 0")
 	case !u.noStatus:
 		u.noStatus = true
-		u.ev.note("registry cannot report an upload's offset (" + retrypolicy.ShortReason(errors.Unwrap(cause)) + "); broken uploads restart in a new session from byte 0")
+		why := "no usable Range in its answer"
+		var se *retrypolicy.StatusError
+		if errors.As(cause, &se) {
+			why = fmt.Sprintf("HTTP %d", se.StatusCode)
+		}
+		u.ev.note("registry cannot report an upload's offset (" + why + "); broken uploads restart in a new session from byte 0")
 	}
 	u.abandon(ctx)
 }

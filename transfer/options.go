@@ -55,7 +55,8 @@ type Options struct {
 	// MountFrom names repositories on the destination registry to try a
 	// cross-repository mount from before uploading a blob. When source and
 	// destination are repositories on the same registry, the source
-	// repository is tried first without being listed.
+	// repository is tried first without being listed. Names that are not
+	// valid repository names are skipped.
 	MountFrom []string
 	// MaxMetadataBytes bounds a manifest read into memory; 0 means
 	// DefaultMaxMetadataBytes.
