@@ -38,6 +38,15 @@ func TestQuick(t *testing.T) {
 		if r.contender == cSturdy && !r.ok() {
 			t.Errorf("sturdy failed: %s %s: %s", r.scenario, r.direction, r.errText())
 		}
+		if u := r.uploads(); r.direction == "push" && r.procErr == "" && r.res.ClientWrote < u.kept {
+			// The registry cannot keep more than the client wrote.
+			t.Errorf("%s push %s: client wrote %d bytes, the registry kept %d upload body bytes", r.scenario, r.contender, r.res.ClientWrote, u.kept)
+		}
+		if r.scenario == "resets" && r.direction == "push" {
+			u := r.uploads()
+			t.Logf("resets push %s: %d PATCH, cuts %d PATCH / %d PUT, client wrote %d, registry kept %d (%d late), payload %d",
+				r.contender, u.patches, u.patchCuts, u.putCuts, r.res.ClientWrote, u.kept, u.late, r.payload)
+		}
 	}
 	for _, sc := range rep.scenarios {
 		for _, dir := range sc.directions {
@@ -51,7 +60,7 @@ func TestQuick(t *testing.T) {
 	if len(rep.scenarios) != len(allScenarios) {
 		t.Errorf("ran %d scenarios, want %d", len(rep.scenarios), len(allScenarios))
 	}
-	for _, want := range []string{"# sturdy benchmark", "## Targets", "time vs sturdy", "wire/payload", "peak RSS"} {
+	for _, want := range []string{"# sturdy benchmark", "## Targets", "time vs sturdy", "wire/payload", "peak RSS", "PATCH per cut", "client wrote"} {
 		if !strings.Contains(rep.markdown, want) {
 			t.Errorf("report lacks %q", want)
 		}

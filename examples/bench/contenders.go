@@ -6,13 +6,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"runtime/metrics"
 	"runtime/pprof"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -23,6 +26,7 @@ import (
 	"oras.land/oras-go/v2/registry"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/retry"
 
 	"github.com/sturdyoci/sturdy/progress"
 	"github.com/sturdyoci/sturdy/retrypolicy"
@@ -83,6 +87,11 @@ type result struct {
 	BackoffS        float64 // sturdy: time waited between attempts
 	Sturdy          string  // sturdy's own summary, for the log
 	RootMatch       bool
+	// ClientWrote is every byte the client wrote into its connections
+	// during the copy (headers and all requests included), as the kernel
+	// accepted them: bytes still in socket buffers when a reset came, which
+	// never reached the registry, are in it. See countingTransport.
+	ClientWrote int64
 }
 
 const workerEnv = "STURDY_BENCH_WORKER"
@@ -153,14 +162,25 @@ func (j job) run() result {
 	ctx, cancel := context.WithTimeout(context.Background(), j.Deadline)
 	defer cancel()
 
+	// Every contender's client is what it would be without the counting,
+	// over a transport that is http.DefaultTransport with a counting dialer.
+	var wrote atomic.Int64
+	base := countingTransport(&wrote)
 	var client remote.Client
 	switch j.Contender {
 	case cOras, cRetry6:
-		client = &auth.Client{Client: http.DefaultClient, Cache: auth.NewCache()}
+		// auth.Client over http.DefaultClient.
+		client = &auth.Client{Client: &http.Client{Transport: base}, Cache: auth.NewCache()}
 	case cOrasDC:
-		client = auth.DefaultClient
+		// auth.DefaultClient: retry.DefaultClient (a retry.Transport over
+		// http.DefaultTransport), oras-go's User-Agent, the shared cache.
+		client = &auth.Client{
+			Client: &http.Client{Transport: retry.NewTransport(base)},
+			Header: http.Header{"User-Agent": {"oras-go"}},
+			Cache:  auth.DefaultCache,
+		}
 	case cSturdy:
-		client = transfer.NewClient(nil, nil) // the same as cOras's
+		client = transfer.NewClient(&http.Client{Transport: base}, nil) // the same as cOras's
 	default:
 		return result{Err: "unknown contender " + j.Contender}
 	}
@@ -208,6 +228,7 @@ func (j job) run() result {
 		})
 	}
 	res.Seconds = time.Since(start).Seconds()
+	res.ClientWrote = wrote.Load() // the copy alone, not the check below
 	if tracker != nil {
 		s := tracker.Summary()
 		res.Retries, res.Resumes, res.BackoffS = s.Retries, s.Resumes, s.Backoff.Seconds()
@@ -229,6 +250,51 @@ func (j job) run() result {
 		res.Err = fmt.Sprintf("tag resolves to %s, copy returned %s", got.Digest, root.Digest)
 	}
 	return res
+}
+
+// countingTransport returns a clone of http.DefaultTransport whose
+// connections add every byte written into them to n.
+func countingTransport(n *atomic.Int64) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	dial := t.DialContext
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &countingConn{Conn: c, n: n}, nil
+	}
+	return t
+}
+
+// countingConn counts what the kernel accepted from the client: a write
+// returns once the bytes are in the socket's send buffer, so bytes a reset
+// later throws away (in the client's send buffer or the registry's receive
+// buffer) are counted, as they were sent.
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	k, err := c.Conn.Write(p)
+	c.n.Add(int64(k))
+	return k, err
+}
+
+// ReadFrom keeps the connection's own ReadFrom (sendfile from a file
+// body on a *net.TCPConn), so the counting does not change how a body is
+// sent.
+func (c *countingConn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		k, err := rf.ReadFrom(r)
+		c.n.Add(k)
+		return k, err
+	}
+	return io.Copy(struct{ io.Writer }{c}, r)
 }
 
 // copyRestarting is the restart-from-zero contender: what modctl does

@@ -13,6 +13,7 @@ import (
 
 	"oras.land/oras-go/v2/content/oci"
 
+	"github.com/sturdyoci/sturdy/examples/registrytest"
 	"github.com/sturdyoci/sturdy/progress"
 )
 
@@ -49,6 +50,9 @@ type cell struct {
 	requests int64   // median
 	maxRSS   int64   // max over runs
 	peakHeap uint64  // max over runs
+	// Uploads under cuts (medians): see run.cuts.
+	patches, patchCuts, putCuts int64
+	wrote, kept, late           int64 // client wrote; registry kept; of it, after the client's reset
 }
 
 func (r *report) cell(scen, dir, contender string) *cell {
@@ -68,7 +72,11 @@ func (r *report) cell(scen, dir, contender string) *cell {
 		return nil
 	}
 	var secs, wire, body, reqs []float64
+	var patches, patchCuts, putCuts, wrote, kept, late []float64
 	for _, x := range c.runs {
+		u := x.uploads()
+		patches, patchCuts, putCuts = append(patches, float64(u.patches)), append(patchCuts, float64(u.patchCuts)), append(putCuts, float64(u.putCuts))
+		wrote, kept, late = append(wrote, float64(x.res.ClientWrote)), append(kept, float64(u.kept)), append(late, float64(u.late))
 		if x.ok() {
 			c.okCount++
 		}
@@ -86,7 +94,36 @@ func (r *report) cell(scen, dir, contender string) *cell {
 		c.ratio = median(c.ratios)
 	}
 	c.seconds, c.wire, c.body, c.requests = median(secs), median(wire), median(body), int64(median(reqs))
+	c.patches, c.patchCuts, c.putCuts = int64(median(patches)), int64(median(patchCuts)), int64(median(putCuts))
+	c.wrote, c.kept, c.late = int64(median(wrote)), int64(median(kept)), int64(median(late))
 	return c
+}
+
+// uploadStats is what a push's uploads cost the registry: requests and
+// cuts by kind, and the upload body bytes it kept.
+type uploadStats struct {
+	patches, patchCuts, putCuts int64
+	// kept is the upload body bytes (PATCH + PUT) the registry read, all
+	// of which it keeps; late is the part read after a realistic cut had
+	// reset the client.
+	kept, late int64
+}
+
+func (r *run) uploads() uploadStats {
+	patch, put := r.stats.Kinds[registrytest.UploadPatch], r.stats.Kinds[registrytest.UploadPut]
+	return uploadStats{
+		patches: patch.Requests, patchCuts: patch.Cuts, putCuts: put.Cuts,
+		kept: patch.RequestBodyBytes + put.RequestBodyBytes,
+		late: patch.LateBodyBytes + put.LateBodyBytes,
+	}
+}
+
+// perCut is PATCH requests per PATCH cut, as text.
+func perCut(patches, cuts int64) string {
+	if cuts == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f", float64(patches)/float64(cuts))
 }
 
 func median(v []float64) float64 {
@@ -141,9 +178,10 @@ func (r *report) render() {
 	for _, c := range cfg.Contenders {
 		p("- `%s`: %s.\n", c, contenderLabels[c])
 	}
-	p("\nDetails: `oras` and `sturdy` use the same client (an `auth.Client` over `http.DefaultClient`, ")
-	p("which is what `transfer.NewClient(nil, nil)` returns); `oras-dc` uses `auth.DefaultClient`, whose `retry.DefaultClient` ")
-	p("retries GET/HEAD/POST and rewindable bodies up to 5 times. `retry6` is a per-blob loop built from oras-go's own ")
+	p("\nDetails: `oras` and `sturdy` use the same client (an `auth.Client` over an `http.Client` with http.DefaultTransport, ")
+	p("which is what `transfer.NewClient(nil, nil)` returns); `oras-dc` uses `auth.DefaultClient`'s equivalent, whose `retry.DefaultClient` ")
+	p("retries GET/HEAD/POST and rewindable bodies up to 5 times (built as `retry.NewTransport` over the same transport, with its User-Agent and `auth.DefaultCache`). ")
+	p("The transport under every client is a clone of `http.DefaultTransport` whose dialer counts the bytes written (see **client wrote** below); nothing else differs. `retry6` is a per-blob loop built from oras-go's own ")
 	p("`Exists`, `Fetch` and `Push` (not a loop over `oras.Copy`): each attempt checks whether the blob exists, ")
 	p("then fetches it from byte 0 and pushes it whole, under a deadline of size / 10 MiB/s x 2 clamped to [5 min, 8 h] ")
 	p("(modctl's formula); any error except the caller's deadline is retried, Retry-After is not read, a failing blob ")
@@ -164,6 +202,17 @@ func (r *report) render() {
 	p("- **wire/payload**: bytes on the registry's sockets in the payload's direction (sent for a pull, received for a push; status lines and headers included) ")
 	p("divided by the artifact's size (layers + config + manifest). **body/payload** counts only blob and manifest body bytes, without headers. ")
 	p("A failed run's counters show what it moved before it gave up.\n")
+	p("- **Cuts** of an upload body are as on a real network (`registrytest.WithRealisticCuts(0, 0)`): at the cut point the registry takes the body bytes ")
+	p("that have already reached it (up to %s, what the client wrote and the registry had not read yet) and resets the client at once; ", fmtBytes(registrytest.DefaultInFlight))
+	p("its handler goes on, is handed those bytes %s later, and then sees its body fail. So for %s after the client saw the reset an upload status query ", registrytest.DefaultCutLag, registrytest.DefaultCutLag)
+	p("reports a stale offset, and the registry finally keeps more than the client can know it received. Counters are read once every cut handler has returned (`SettleCuts`). ")
+	p("Response bodies (pulls) are cut as before: the RST follows the bytes the client read.\n")
+	p("- **client wrote**: every byte the worker's client wrote into its connections during the copy, counted by a dialer wrapped around the transport ")
+	p("(what `write` and `sendfile` handed the kernel; headers and every request included). It includes the bytes lost at each RST: ")
+	p("those still in the client's send buffer and those in the registry's receive buffer beyond what it took in flight, which never reach the registry. ")
+	p("**registry kept**: upload body bytes (PATCH + PUT) the registry read, all of which it keeps, in-flight bytes read after the client's reset included (**kept after the reset**). ")
+	p("**PATCH per cut**: upload PATCH requests / PATCH requests a cut reset; a push that resumes without re-sending needs one PATCH per cut plus the final one. ")
+	p("oras-go pushes a blob in one PUT (POST, then PUT with the body), so its cuts land on PUTs and it sends no PATCH.\n")
 	p("- Before every run the faults are cleared and injected again and the counters reset; contenders run in turn, ")
 	p("and the clean-link scenario is repeated %d times, each repetition starting with a different contender (medians reported).\n\n", cfg.Reps)
 
@@ -202,6 +251,9 @@ func (r *report) render() {
 			}
 		}
 		p("\n")
+		if sc.name == "resets" && slices.Contains(sc.directions, "push") {
+			r.renderPushCuts(p, sc)
+		}
 	}
 
 	if slices.ContainsFunc(r.scenarios, func(s *scenario) bool { return s.name == "memory" }) &&
@@ -237,6 +289,27 @@ func (r *report) render() {
 		p("\n")
 	}
 	r.markdown = b.String()
+}
+
+// renderPushCuts is the push rows of the resets scenario in terms of the
+// cuts: the upload requests they cost, what the client wrote and what the
+// registry kept.
+func (r *report) renderPushCuts(p func(string, ...any), sc *scenario) {
+	p("Push under cuts: the upload requests each cut cost, the bytes the client wrote into its connections and the upload body bytes the registry kept, ")
+	p("each also per byte of payload (%s).\n\n", fmtBytes(sc.art.payload))
+	p("| dir | contender | ok | cuts (PATCH / PUT) | PATCH requests | PATCH per cut | client wrote | wrote/payload | registry kept | kept/payload | kept after the reset | time |\n")
+	p("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, c := range sc.contenders {
+		cl := r.cell(sc.name, "push", c)
+		if cl == nil {
+			continue
+		}
+		pay := float64(sc.art.payload)
+		p("| push | %s | %s | %d / %d | %d | %s | %s | %.3f | %s | %.3f | %s | %.2f s |\n", c, cl.okText(),
+			cl.patchCuts, cl.putCuts, cl.patches, perCut(cl.patches, cl.patchCuts),
+			fmtBytes(cl.wrote), float64(cl.wrote)/pay, fmtBytes(cl.kept), float64(cl.kept)/pay, fmtBytes(cl.late), cl.seconds)
+	}
+	p("\n")
 }
 
 // judge checks the product's targets against the measurements.
@@ -283,6 +356,37 @@ func (r *report) judge() []verdict {
 				target: fmt.Sprintf("resets, %s: sturdy succeeds with under 1.05x the payload on the wire", dir),
 				met:    s.okCount == len(s.runs) && s.wire < 1.05,
 				detail: fmt.Sprintf("sturdy: %s, %.3fx on the wire (%.3fx body bytes), %.2f s; %s.", s.okText(), s.wire, s.body, s.seconds, strings.Join(others, ", ")),
+			})
+		}
+	}
+	if has("resets") {
+		if s := r.cell("resets", "push", cSturdy); s != nil {
+			met := s.okCount == len(s.runs)
+			worstKept := 0.0
+			for _, x := range s.runs {
+				u := x.uploads()
+				kept := float64(u.kept) / float64(x.payload)
+				worstKept = max(worstKept, kept)
+				met = met && u.patches <= u.patchCuts+1 && kept <= 1.01
+			}
+			var others []string
+			for _, c := range r.cfg.Contenders {
+				if o := r.cell("resets", "push", c); o != nil && c != cSturdy {
+					state := "failed"
+					if o.okCount == len(o.runs) {
+						state = "succeeded"
+					}
+					pay := float64(o.runs[0].payload)
+					others = append(others, fmt.Sprintf("`%s` %s: %d PATCH for %d PATCH cuts (%d PUT cuts), wrote %.3fx, registry kept %.3fx",
+						c, state, o.patches, o.patchCuts, o.putCuts, float64(o.wrote)/pay, float64(o.kept)/pay))
+				}
+			}
+			pay := float64(s.runs[0].payload)
+			out = append(out, verdict{
+				target: "resets, push: sturdy succeeds with at most one PATCH per cut plus the final one, and the registry keeps at most 1.01x the payload (nothing it kept is sent again)",
+				met:    met,
+				detail: fmt.Sprintf("sturdy: %s, %d PATCH requests for %d cuts (%s per cut), client wrote %.3fx, registry kept %.3fx (worst run %.3fx; %s of it after the client's reset), %.2f s; %s.",
+					s.okText(), s.patches, s.patchCuts, perCut(s.patches, s.patchCuts), float64(s.wrote)/pay, float64(s.kept)/pay, worstKept, fmtBytes(s.late), s.seconds, strings.Join(others, "; ")),
 			})
 		}
 	}

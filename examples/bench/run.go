@@ -73,7 +73,9 @@ func runBench(ctx context.Context, cfg config) (*report, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(tmp)
-	reg, err := registrytest.Start()
+	// Cuts of an upload body as on a real network: the client is reset at
+	// once, the registry keeps the bytes in flight (see WithRealisticCuts).
+	reg, err := registrytest.Start(registrytest.WithRealisticCuts(0, 0))
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +168,9 @@ func (w *world) scenarios(ctx context.Context) ([]*scenario, error) {
 			period := cfg.ResetPeriod
 			layer := single.layers[0].Digest
 			sc.title = "Resets every " + fmtBytes(period)
-			sc.fault = fmt.Sprintf("TCP RST at every multiple of %s in blob coordinates (`ResetEvery`), on every blob GET (pull) and every upload PATCH/PUT body (push)", fmtBytes(period))
+			sc.fault = fmt.Sprintf("TCP RST at every multiple of %s in blob coordinates (`ResetEvery`), on every blob GET (pull) and every upload PATCH/PUT body (push). "+
+				"Push cuts are realistic (`WithRealisticCuts`, defaults): the client is reset at once, while the registry goes on to receive up to %s in flight and keeps it, "+
+				"its handler failing %s later", fmtBytes(period), fmtBytes(registrytest.DefaultInFlight), registrytest.DefaultCutLag)
 			sc.inject = func(reg *registrytest.Registry, dir string) {
 				if dir == "pull" {
 					reg.Inject(registrytest.Rule{Kind: registrytest.BlobGet, Digest: layer, Action: registrytest.ResetEvery(period)})
@@ -387,6 +391,13 @@ func (w *world) runOne(ctx context.Context, sc *scenario, dir, contender string,
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	runErr := cmd.Run()
 
+	// The counters are read once every cut handler has returned, with
+	// every byte the registry keeps from the cut requests.
+	sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
+	if err := w.reg.SettleCuts(sctx); err != nil {
+		w.cfg.Log("%s %s %s: cut handlers not done: %v", sc.name, dir, contender, err)
+	}
+	scancel()
 	r.stats = w.reg.Stats()
 	w.reg.ClearFaults() // releases stalled handlers
 	w.reg.SetBandwidth(0, 0)
