@@ -251,19 +251,17 @@ func prePushConfig(t testing.TB, reg *registrytest.Registry, name string, a *art
 // mapStore is a caller's own content.Storage that trusts what it is given:
 // it stores bytes under whatever digest the descriptor says, unverified.
 type mapStore struct {
-	mu      sync.Mutex
-	blobs   map[digest.Digest][]byte
-	fetched map[digest.Digest]int
+	mu    sync.Mutex
+	blobs map[digest.Digest][]byte
 }
 
 func newMapStore() *mapStore {
-	return &mapStore{blobs: map[digest.Digest][]byte{}, fetched: map[digest.Digest]int{}}
+	return &mapStore{blobs: map[digest.Digest][]byte{}}
 }
 
 func (s *mapStore) Fetch(_ context.Context, d ocispec.Descriptor) (io.ReadCloser, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.fetched[d.Digest]++
 	b, ok := s.blobs[d.Digest]
 	if !ok {
 		return nil, errdef.ErrNotFound
@@ -294,12 +292,6 @@ func (s *mapStore) has(d digest.Digest) bool {
 	defer s.mu.Unlock()
 	_, ok := s.blobs[d]
 	return ok
-}
-
-func (s *mapStore) fetches(d digest.Digest) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.fetched[d]
 }
 
 // notesContaining returns the Note events whose reason contains sub.
