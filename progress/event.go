@@ -85,6 +85,11 @@ type Event struct {
 	// Retrying and Failed, "exists" for Skipped, "from repo X" for Mounted,
 	// the message itself for Note.
 	Reason string
+	// Op is, for Retrying, the operation whose attempt failed, when the
+	// emitter says: sturdy's are "resolve", "exists", "mount", "fetch",
+	// "push", "tag" and "predecessors". A retry of a manifest HEAD or of
+	// a tag is reported too, not only retries of a blob's bytes.
+	Op string
 	// Backoff is, for Retrying, the wait slept before the next attempt.
 	Backoff time.Duration
 	// Err is, for Retrying and Failed, the cause.

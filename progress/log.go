@@ -14,6 +14,7 @@ const (
 	KeySize    = "size"    // Desc.Size in bytes
 	KeyAttempt = "attempt" // 1-based attempt number
 	KeyReason  = "reason"  // Event.Reason
+	KeyOp      = "op"      // Event.Op
 	KeyBackoff = "backoff" // Event.Backoff, a time.Duration
 	KeyOffset  = "offset"  // Event.Offset in bytes
 	KeyWire    = "wire"    // Event.Wire in bytes, only when the emitter counted
@@ -23,7 +24,7 @@ const (
 // Log returns an Observer that writes events to logger, at a level that
 // matches how much a person running the transfer needs to know:
 //
-//	Retrying                  Warn   digest size attempt reason backoff offset wire err
+//	Retrying                  Warn   digest size attempt op reason backoff offset wire err
 //	Failed                    Error  digest size attempt reason offset wire err
 //	Resumed                   Info   digest size attempt offset reason
 //	Mounted                   Info   digest size reason
@@ -79,6 +80,9 @@ func (o logObserver) OnEvent(e Event) {
 	switch e.Kind {
 	case Retrying:
 		attrs = appendAttempt(attrs, e)
+		if e.Op != "" {
+			attrs = append(attrs, slog.String(KeyOp, e.Op))
+		}
 		attrs = appendReason(attrs, e)
 		attrs = append(attrs, slog.Duration(KeyBackoff, e.Backoff), slog.Int64(KeyOffset, e.Offset))
 		attrs = appendWire(attrs, e)

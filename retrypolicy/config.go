@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // Production defaults. The zero Config uses every one of them.
@@ -95,6 +97,14 @@ type RetryInfo struct {
 	// least MinProgress, so the no-progress count and the backoff restarted
 	// and Backoff is 0 (or the server's Retry-After).
 	Progressed bool
+
+	// Op and Desc say what the attempt was doing, when the code running
+	// the loop says so; Do leaves them empty. Package transfer sets Op to
+	// one of "resolve", "exists", "mount", "fetch", "push", "tag",
+	// "predecessors", and Desc to the blob or manifest concerned (empty
+	// for "resolve" and "predecessors").
+	Op   string
+	Desc ocispec.Descriptor
 }
 
 // Validate reports the first invalid field, wrapped in ErrInvalidConfig.

@@ -50,24 +50,10 @@ func newBlobMover(src content.ReadOnlyStorage, dst content.Storage, opts Options
 	return m
 }
 
-// retryConfig is the policy of a blob's bytes: metadataPolicy's, with
-// each retry also reported as the blob's event.
-func (m *blobMover) retryConfig(ev *blobEvents) retrypolicy.Config {
-	cfg := metadataPolicy(m.opts)
-	user := cfg.OnRetry
-	cfg.OnRetry = func(ri retrypolicy.RetryInfo) {
-		ev.retrying(ri.Attempt, ri.Offset, ri.Reason, ri.Backoff, ri.Err)
-		if user != nil {
-			user(ri)
-		}
-	}
-	return cfg
-}
-
 // copy moves one blob: skip if present, mount if possible, else upload
 // (resumable to a registry, healing reads into anything else).
 func (m *blobMover) copy(ctx context.Context, desc ocispec.Descriptor, ev *blobEvents) error {
-	exists, err := m.exists(ctx, desc)
+	exists, err := m.exists(ctx, desc, ev)
 	if err != nil {
 		return err
 	}
@@ -75,7 +61,7 @@ func (m *blobMover) copy(ctx context.Context, desc ocispec.Descriptor, ev *blobE
 		ev.skipped("exists")
 		return nil
 	}
-	if from, ok := m.mount(ctx, desc); ok {
+	if from, ok := m.mount(ctx, desc, ev); ok {
 		ev.mounted(from)
 		return nil
 	}
@@ -107,9 +93,9 @@ func (m *blobMover) upload(ctx context.Context, desc ocispec.Descriptor, ev *blo
 	return nil
 }
 
-func (m *blobMover) exists(ctx context.Context, desc ocispec.Descriptor) (bool, error) {
+func (m *blobMover) exists(ctx context.Context, desc ocispec.Descriptor, ev *blobEvents) (bool, error) {
 	var ok bool
-	err := doMetadata(ctx, m.opts, 0, func(ctx context.Context) error {
+	err := doMetadata(ctx, m.opts, opExists, ev, 0, func(ctx context.Context) error {
 		var err error
 		ok, err = m.dst.Exists(ctx, desc)
 		return err
@@ -124,7 +110,7 @@ var errNoMountFallback = errors.New("mount declined")
 // mount tries a cross-repository mount from the source repository (same
 // registry) and from Options.MountFrom. Failures are not errors: the blob
 // is uploaded instead.
-func (m *blobMover) mount(ctx context.Context, desc ocispec.Descriptor) (string, bool) {
+func (m *blobMover) mount(ctx context.Context, desc ocispec.Descriptor, ev *blobEvents) (string, bool) {
 	mounter, ok := unwrapTarget(m.dst).(registry.Mounter)
 	if !ok || m.dstRepo == nil {
 		return "", false
@@ -144,7 +130,7 @@ func (m *blobMover) mount(ctx context.Context, desc ocispec.Descriptor) (string,
 		if (registry.Reference{Registry: m.dstRepo.Reference.Registry, Repository: repo}).ValidateRepository() != nil {
 			continue
 		}
-		err := doMetadata(ctx, m.opts, 0, func(ctx context.Context) error {
+		err := doMetadata(ctx, m.opts, opMount, ev, 0, func(ctx context.Context) error {
 			return mounter.Mount(ctx, desc, repo, func() (io.ReadCloser, error) { return nil, errNoMountFallback })
 		})
 		if err == nil {
@@ -164,7 +150,7 @@ func (m *blobMover) pushWhole(ctx context.Context, desc ocispec.Descriptor, ev *
 	// the bytes still to come); a deadline on the whole push as well would
 	// cut a slow but healing pull and restart it from byte 0. The
 	// destination's side is bounded by its stall and low-speed watchdog.
-	outerCfg := m.retryConfig(ev)
+	outerCfg := policy(m.opts, opPush, ev)
 	outerCfg.AttemptTimeout = -1
 	outer, err := retrypolicy.NewRetrier(outerCfg, desc.Size)
 	if err != nil {
@@ -172,7 +158,7 @@ func (m *blobMover) pushWhole(ctx context.Context, desc ocispec.Descriptor, ev *
 	}
 	restartedAfterMismatch := false
 	for {
-		inner, err := retrypolicy.NewRetrier(m.retryConfig(ev), desc.Size)
+		inner, err := retrypolicy.NewRetrier(policy(m.opts, opFetch, ev), desc.Size)
 		if err != nil {
 			return err
 		}
@@ -252,7 +238,7 @@ func verifiesOnPush(dst content.Storage) bool {
 // re-reading the source from that offset.
 func (m *blobMover) uploadChunked(ctx context.Context, desc ocispec.Descriptor, ev *blobEvents) error {
 	repo := httpblob.FromRepository(m.dstRepo)
-	ret, err := retrypolicy.NewRetrier(m.retryConfig(ev), desc.Size)
+	ret, err := retrypolicy.NewRetrier(policy(m.opts, opPush, ev), desc.Size)
 	if err != nil {
 		return err
 	}
@@ -516,7 +502,7 @@ func (u *chunkedUpload) patch(ctx context.Context, ret *retrypolicy.Retrier) err
 	// and closes each body on its own goroutine, possibly after Patch
 	// returns; the WaitGroup tells when it is done with all of them.
 	open := func() (io.ReadCloser, error) {
-		inner, err := retrypolicy.NewRetrier(u.m.retryConfig(u.ev), u.desc.Size)
+		inner, err := retrypolicy.NewRetrier(policy(u.m.opts, opFetch, u.ev), u.desc.Size)
 		if err != nil {
 			return nil, err
 		}

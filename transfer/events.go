@@ -7,6 +7,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/sturdyoci/sturdy/progress"
+	"github.com/sturdyoci/sturdy/retrypolicy"
 )
 
 // Progressed events go out when at least progressBytes and progressEvery
@@ -73,11 +74,16 @@ func (b *blobEvents) moved(n, offset int64) {
 	b.emit(progress.Event{Kind: progress.Progressed, Offset: offset})
 }
 
-func (b *blobEvents) retrying(attempt int, offset int64, reason string, backoff time.Duration, err error) {
+// retrying reports a retry of op. Only a retry of the blob's bytes (fetch
+// or push) moves the blob's attempt count: a retried HEAD is not an
+// attempt at the blob.
+func (b *blobEvents) retrying(ri retrypolicy.RetryInfo, op string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.emit(progress.Event{Kind: progress.Retrying, Attempt: attempt, Offset: offset, Reason: reason, Backoff: backoff, Err: redacted(err)})
-	b.attempt = attempt + 1
+	b.emit(progress.Event{Kind: progress.Retrying, Op: op, Attempt: ri.Attempt, Offset: ri.Offset, Reason: ri.Reason, Backoff: ri.Backoff, Err: redacted(ri.Err)})
+	if op == opFetch || op == opPush {
+		b.attempt = ri.Attempt + 1
+	}
 }
 
 // attemptStarts emits Resumed for an attempt that continues at offset > 0,

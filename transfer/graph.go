@@ -56,7 +56,7 @@ func resolveRoot(ctx context.Context, src oras.ReadOnlyTarget, ref string, opts 
 	var root ocispec.Descriptor
 	var raw []byte
 	rf, byRef := unwrapTarget(src).(registry.ReferenceFetcher)
-	err := doMetadata(ctx, opts, 0, func(ctx context.Context) error {
+	err := doMetadata(ctx, opts, opResolve, nil, 0, func(ctx context.Context) error {
 		if !byRef {
 			var err error
 			root, err = src.Resolve(ctx, ref)
@@ -90,20 +90,6 @@ func resolveRoot(ctx context.Context, src oras.ReadOnlyTarget, ref string, opts 
 // oras.CopyGraph, with the guarantees of Copy (without the tag).
 func CopyGraph(ctx context.Context, src content.ReadOnlyStorage, dst content.Storage, root ocispec.Descriptor, opts Options) error {
 	return copyGraph(ctx, src, dst, root, "", opts, nil)
-}
-
-// metadataPolicy is the policy of small requests (HEAD, manifests, tags):
-// the caller's, OnRetry included (with errors redacted, as everywhere);
-// they emit no progress events.
-func metadataPolicy(opts Options) retrypolicy.Config {
-	cfg := opts.Retry
-	if user := cfg.OnRetry; user != nil {
-		cfg.OnRetry = func(ri retrypolicy.RetryInfo) {
-			ri.Err = redacted(ri.Err)
-			user(ri)
-		}
-	}
-	return cfg
 }
 
 type graphCopier struct {
@@ -198,7 +184,7 @@ func (g *graphCopier) copyNode(ctx context.Context, desc ocispec.Descriptor, tag
 	// A manifest already in dst is taken as complete, with its subgraph,
 	// as oras-go does; with a tag it is still tagged.
 	if tag == "" {
-		exists, err := g.blobs.exists(ctx, desc)
+		exists, err := g.blobs.exists(ctx, desc, ev)
 		if err != nil {
 			g.fail(ev, desc, err)
 			return err
@@ -211,7 +197,7 @@ func (g *graphCopier) copyNode(ctx context.Context, desc ocispec.Descriptor, tag
 	raw := g.rootRaw
 	if raw == nil || tag == "" {
 		var err error
-		if raw, err = readManifest(ctx, g.opts, g.src, desc); err != nil {
+		if raw, err = readManifest(ctx, g.opts, g.src, desc, ev); err != nil {
 			g.fail(ev, desc, err)
 			return err
 		}
@@ -253,7 +239,7 @@ func (g *graphCopier) copyNode(ctx context.Context, desc ocispec.Descriptor, tag
 		return ErrIncomplete
 	}
 	ev.started(0)
-	if err := g.pushManifest(ctx, desc, raw, tag); err != nil {
+	if err := g.pushManifest(ctx, desc, raw, tag, ev); err != nil {
 		g.fail(ev, desc, err)
 		return err
 	}
@@ -271,12 +257,12 @@ func (g *graphCopier) fail(ev *blobEvents, desc ocispec.Descriptor, err error) {
 // readManifest reads a manifest whole, verified, under the retry policy.
 // Manifests are read into memory so that their push can be retried; one
 // above MaxMetadataBytes is refused, as oras-go's repository refuses it.
-func readManifest(ctx context.Context, opts Options, f content.Fetcher, desc ocispec.Descriptor) ([]byte, error) {
+func readManifest(ctx context.Context, opts Options, f content.Fetcher, desc ocispec.Descriptor, ev *blobEvents) ([]byte, error) {
 	if err := checkManifestSize(opts, desc); err != nil {
 		return nil, err
 	}
 	var raw []byte
-	err := doMetadata(ctx, opts, desc.Size, func(ctx context.Context) error {
+	err := doMetadata(ctx, opts, opFetch, ev, desc.Size, func(ctx context.Context) error {
 		rc, err := f.Fetch(ctx, desc)
 		if err != nil {
 			return err
@@ -296,8 +282,8 @@ func checkManifestSize(opts Options, desc ocispec.Descriptor) error {
 	return nil
 }
 
-func (g *graphCopier) pushManifest(ctx context.Context, desc ocispec.Descriptor, raw []byte, tag string) error {
-	return doMetadata(ctx, g.opts, desc.Size, func(ctx context.Context) error {
+func (g *graphCopier) pushManifest(ctx context.Context, desc ocispec.Descriptor, raw []byte, tag string, ev *blobEvents) error {
+	return doMetadata(ctx, g.opts, opPush, ev, desc.Size, func(ctx context.Context) error {
 		var err error
 		if tag != "" {
 			if rp, ok := unwrapTarget(g.dst).(registry.ReferencePusher); ok {

@@ -119,12 +119,3 @@ func observedTarget[T any](t T, opts Options) T {
 	}
 	return t
 }
-
-// doMetadata runs a small request (HEAD, manifest, tag) under the policy,
-// with the server's Retry-After attached to its errors.
-func doMetadata(ctx context.Context, opts Options, size int64, fn func(context.Context) error) error {
-	return retrypolicy.Do(ctx, metadataPolicy(opts), size, func(ctx context.Context) error {
-		ctx, slot := captureRetryAfter(ctx)
-		return slot.attach(fn(ctx))
-	})
-}

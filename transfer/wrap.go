@@ -79,8 +79,14 @@ type wrapped struct {
 	mover *blobMover // its source reads w.t, its destination is w.t
 }
 
-func (w *wrapped) do(ctx context.Context, size int64, fn func(context.Context) error) error {
-	return redacted(doMetadata(ctx, w.opts, size, fn))
+// do runs op under the policy; desc, when not zero, is what op concerns,
+// and its retries are reported as its events.
+func (w *wrapped) do(ctx context.Context, op string, desc ocispec.Descriptor, fn func(context.Context) error) error {
+	var ev *blobEvents
+	if desc.Digest != "" {
+		ev = newBlobEvents(w.mover.opts.Observer, desc)
+	}
+	return redacted(doMetadata(ctx, w.opts, op, ev, desc.Size, fn))
 }
 
 // Fetch implements content.Fetcher.
@@ -89,14 +95,14 @@ func (w *wrapped) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCl
 		return nil, blobError(desc, err)
 	}
 	if isManifest(desc) {
-		raw, err := readManifest(ctx, w.opts, w.t, desc)
+		raw, err := readManifest(ctx, w.opts, w.t, desc, newBlobEvents(w.mover.opts.Observer, desc))
 		if err != nil {
 			return nil, blobError(desc, redacted(err))
 		}
 		return io.NopCloser(bytes.NewReader(raw)), nil
 	}
 	ev := newBlobEvents(w.mover.opts.Observer, desc)
-	ret, err := retrypolicy.NewRetrier(w.mover.retryConfig(ev), desc.Size)
+	ret, err := retrypolicy.NewRetrier(policy(w.mover.opts, opFetch, ev), desc.Size)
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +149,7 @@ func (w *wrapped) Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader
 		if err != nil {
 			return blobError(desc, err)
 		}
-		return blobError(desc, w.do(ctx, desc.Size, func(ctx context.Context) error {
+		return blobError(desc, w.do(ctx, opPush, desc, func(ctx context.Context) error {
 			return w.t.Push(ctx, desc, bytes.NewReader(raw))
 		}))
 	}
@@ -163,7 +169,7 @@ func (w *wrapped) Exists(ctx context.Context, desc ocispec.Descriptor) (bool, er
 		return false, err
 	}
 	var ok bool
-	err := w.do(ctx, 0, func(ctx context.Context) error {
+	err := w.do(ctx, opExists, desc, func(ctx context.Context) error {
 		var err error
 		ok, err = w.t.Exists(ctx, desc)
 		return err
@@ -174,7 +180,7 @@ func (w *wrapped) Exists(ctx context.Context, desc ocispec.Descriptor) (bool, er
 // Resolve implements content.Resolver.
 func (w *wrapped) Resolve(ctx context.Context, ref string) (ocispec.Descriptor, error) {
 	var d ocispec.Descriptor
-	err := w.do(ctx, 0, func(ctx context.Context) error {
+	err := w.do(ctx, opResolve, ocispec.Descriptor{}, func(ctx context.Context) error {
 		var err error
 		d, err = w.t.Resolve(ctx, ref)
 		return err
@@ -193,7 +199,7 @@ func (w *wrapped) Tag(ctx context.Context, desc ocispec.Descriptor, ref string) 
 	if err := httpblob.ValidateDigest(desc); err != nil {
 		return err
 	}
-	return w.do(ctx, 0, func(ctx context.Context) error { return w.t.Tag(ctx, desc, ref) })
+	return w.do(ctx, opTag, desc, func(ctx context.Context) error { return w.t.Tag(ctx, desc, ref) })
 }
 
 type wrappedGraph struct{ *wrapped }
@@ -201,7 +207,7 @@ type wrappedGraph struct{ *wrapped }
 // Predecessors implements content.PredecessorFinder.
 func (w *wrappedGraph) Predecessors(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
 	var ds []ocispec.Descriptor
-	err := w.do(ctx, 0, func(ctx context.Context) error {
+	err := w.do(ctx, opPredecessors, ocispec.Descriptor{}, func(ctx context.Context) error {
 		var err error
 		ds, err = w.t.(content.PredecessorFinder).Predecessors(ctx, desc)
 		return err
@@ -216,7 +222,7 @@ type wrappedRegistry struct{ wrappedGraph }
 func (w *wrappedRegistry) FetchReference(ctx context.Context, ref string) (ocispec.Descriptor, io.ReadCloser, error) {
 	var d ocispec.Descriptor
 	var raw []byte
-	err := w.do(ctx, 0, func(ctx context.Context) error {
+	err := w.do(ctx, opResolve, ocispec.Descriptor{}, func(ctx context.Context) error {
 		desc, rc, err := w.t.(registry.ReferenceFetcher).FetchReference(ctx, ref)
 		if err != nil {
 			return err
@@ -247,7 +253,7 @@ func (w *wrappedRegistry) PushReference(ctx context.Context, desc ocispec.Descri
 	if err != nil {
 		return err
 	}
-	return w.do(ctx, desc.Size, func(ctx context.Context) error {
+	return w.do(ctx, opPush, desc, func(ctx context.Context) error {
 		return w.t.(registry.ReferencePusher).PushReference(ctx, desc, bytes.NewReader(raw), ref)
 	})
 }
@@ -258,7 +264,7 @@ func (w *wrappedRegistry) Mount(ctx context.Context, desc ocispec.Descriptor, fr
 	if err := httpblob.ValidateDigest(desc); err != nil {
 		return err
 	}
-	return w.do(ctx, 0, func(ctx context.Context) error {
+	return w.do(ctx, opMount, desc, func(ctx context.Context) error {
 		return w.t.(registry.Mounter).Mount(ctx, desc, fromRepo, getContent)
 	})
 }

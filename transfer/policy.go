@@ -1,0 +1,51 @@
+package transfer
+
+import (
+	"context"
+
+	"github.com/sturdyoci/sturdy/retrypolicy"
+)
+
+// Operations named in retrypolicy.RetryInfo.Op and progress.Event.Op.
+const (
+	opResolve      = "resolve"
+	opExists       = "exists"
+	opMount        = "mount"
+	opFetch        = "fetch"
+	opPush         = "push"
+	opTag          = "tag"
+	opPredecessors = "predecessors"
+)
+
+// policy is opts.Retry for one operation. Every retry is visible: it is
+// reported as a Retrying event of the blob or manifest (ev, when there is
+// one) and to the caller's OnRetry, both naming the operation and the
+// descriptor, with the error redacted as everywhere.
+func policy(opts Options, op string, ev *blobEvents) retrypolicy.Config {
+	cfg := opts.Retry
+	user := cfg.OnRetry
+	if user == nil && ev == nil {
+		return cfg
+	}
+	cfg.OnRetry = func(ri retrypolicy.RetryInfo) {
+		ri.Err = redacted(ri.Err)
+		ri.Op = op
+		if ev != nil {
+			ri.Desc = ev.desc
+			ev.retrying(ri, op)
+		}
+		if user != nil {
+			user(ri)
+		}
+	}
+	return cfg
+}
+
+// doMetadata runs a small request (HEAD, manifest, tag) under the policy,
+// with the server's Retry-After attached to its errors.
+func doMetadata(ctx context.Context, opts Options, op string, ev *blobEvents, size int64, fn func(context.Context) error) error {
+	return retrypolicy.Do(ctx, policy(opts, op, ev), size, func(ctx context.Context) error {
+		ctx, slot := captureRetryAfter(ctx)
+		return slot.attach(fn(ctx))
+	})
+}
