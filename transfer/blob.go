@@ -200,7 +200,7 @@ func (m *blobMover) pushWhole(ctx context.Context, desc ocispec.Descriptor, ev *
 		}
 		if re != nil && actx.Err() == nil {
 			cancel(nil)
-			return err // already retried as far as the policy allows
+			return fromSource(err) // already retried as far as the policy allows
 		}
 		// Otherwise the attempt itself was cut (the destination stalled):
 		// the outer loop decides, and names the cause.
@@ -543,15 +543,15 @@ func (u *chunkedUpload) patch(ctx context.Context, ret *retrypolicy.Retrier) err
 				// The upload's attempt ended (its deadline, its
 				// watchdog) and took the source with it: the upload's
 				// loop decides, and names the cause.
-				return fmt.Errorf("reading source: %w", re.err)
+				return fromSource(fmt.Errorf("reading source: %w", re.err))
 			case errors.Is(re.err, content.ErrMismatchedDigest):
 				// A corrupted source stream: the upload restarts
 				// once from 0 (see uploadChunked).
-				return fmt.Errorf("reading source: %w", re.err)
+				return fromSource(fmt.Errorf("reading source: %w", re.err))
 			default:
 				// The source failed as far as its own policy allows:
 				// say so, and do not retry it again.
-				return retrypolicy.Permanent(fmt.Errorf("reading source: %w", re.err))
+				return retrypolicy.Permanent(fromSource(fmt.Errorf("reading source: %w", re.err)))
 			}
 		}
 		return err

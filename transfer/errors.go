@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
 
 	"github.com/sturdyoci/sturdy/internal/redact"
 	"github.com/sturdyoci/sturdy/retrypolicy"
@@ -16,16 +17,95 @@ import (
 var ErrIncomplete = errors.New("transfer incomplete: manifest not pushed")
 
 // BlobError is the failure of one blob or manifest: its descriptor, the
-// attempts made and the cause. Copy joins one per failed node; errors.As
-// finds each and errors.Is reaches the causes.
+// attempts made, the side that failed and the cause. Copy joins one per
+// failed node; BlobErrors returns them all, errors.As finds the first and
+// errors.Is reaches the causes.
 type BlobError struct {
 	Desc     ocispec.Descriptor
 	Attempts int
-	Err      error
+	// Origin says which side failed, as oras-go's CopyError does.
+	Origin Origin
+	Err    error
+}
+
+// Origin is the side of a copy an error came from.
+type Origin int
+
+const (
+	// OriginDestination: writing to the destination, or asking it what it
+	// has, failed (the zero value: what is not known to be the source's).
+	OriginDestination Origin = iota
+	// OriginSource: reading from the source failed, or it served content
+	// that does not match its descriptor (a digest that cannot be
+	// verified included).
+	OriginSource
+)
+
+func (o Origin) String() string {
+	if o == OriginSource {
+		return "source"
+	}
+	return "destination"
 }
 
 func (e *BlobError) Error() string {
-	return fmt.Sprintf("%s %s (%d bytes): %d attempt(s): %s", nodeKind(e.Desc), e.Desc.Digest, e.Desc.Size, e.Attempts, redactText(e.Err.Error()))
+	return fmt.Sprintf("%s %s (%d bytes): %s: %d attempt(s): %s", nodeKind(e.Desc), e.Desc.Digest, e.Desc.Size, e.Origin, e.Attempts, redactText(e.Err.Error()))
+}
+
+// BlobErrors returns every *BlobError in err's tree, in order: the failed
+// blobs and manifests of a Copy or CopyGraph (errors.As finds only the
+// first). It returns nil when there is none.
+func BlobErrors(err error) []*BlobError {
+	var out []*BlobError
+	var walk func(error)
+	walk = func(err error) {
+		for err != nil {
+			if be, ok := err.(*BlobError); ok {
+				out = append(out, be)
+				return
+			}
+			switch u := err.(type) {
+			case interface{ Unwrap() []error }:
+				for _, e := range u.Unwrap() {
+					walk(e)
+				}
+				return
+			case interface{ Unwrap() error }:
+				err = u.Unwrap()
+			default:
+				return
+			}
+		}
+	}
+	walk(err)
+	return out
+}
+
+// sourceError marks an error as the source's.
+type sourceError struct{ err error }
+
+func (e *sourceError) Error() string { return e.err.Error() }
+func (e *sourceError) Unwrap() error { return e.err }
+
+// fromSource marks err as the source's; nil stays nil.
+func fromSource(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &sourceError{err}
+}
+
+// originOf tells a source's error (marked, or the final error of a
+// healing reader) from the destination's.
+func originOf(err error) Origin {
+	var se *sourceError
+	var re *readerError
+	if errors.As(err, &se) || errors.As(err, &re) || errors.Is(err, content.ErrMismatchedDigest) {
+		// A digest mismatch found by the destination is still the
+		// source's content.
+		return OriginSource
+	}
+	return OriginDestination
 }
 
 // nodeKind names what desc is in messages: "manifest" (indexes included)
@@ -43,13 +123,13 @@ func blobError(desc ocispec.Descriptor, err error) error {
 	if err == nil {
 		return nil
 	}
-	attempts := 1
+	attempts, origin := 1, originOf(err)
 	var re *retrypolicy.Error
 	if errors.As(err, &re) {
 		attempts = re.Attempts
 		err = re.Err
 	}
-	return &BlobError{Desc: desc, Attempts: attempts, Err: err}
+	return &BlobError{Desc: desc, Attempts: attempts, Origin: origin, Err: err}
 }
 
 // redactText applies sturdy's one redaction policy (internal/redact) to an

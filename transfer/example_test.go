@@ -2,6 +2,7 @@ package transfer_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/content/memory"
 	"oras.land/oras-go/v2/content/oci"
+	"oras.land/oras-go/v2/errdef"
 
 	"github.com/sturdyoci/sturdy/progress"
 	"github.com/sturdyoci/sturdy/retrypolicy"
@@ -88,4 +90,26 @@ func ExampleNewClient() {
 	fmt.Println(client.Client != nil, client.Cache != nil)
 	// Output:
 	// true true
+}
+
+// A failed copy joins one *BlobError per failed blob or manifest:
+// BlobErrors lists them, each with its digest, attempts and the side that
+// failed.
+func ExampleBlobErrors() {
+	src, root := model()
+	// A source that lost its one layer.
+	broken := memory.New()
+	manifest, _ := content.FetchAll(context.Background(), src, root)
+	_ = broken.Push(context.Background(), root, strings.NewReader(string(manifest)))
+	_ = broken.Push(context.Background(), ocispec.DescriptorEmptyJSON, strings.NewReader("{}"))
+	_ = broken.Tag(context.Background(), root, "v1")
+
+	_, err := transfer.Copy(context.Background(), broken, "v1", memory.New(), "v1", transfer.Options{})
+	for _, be := range transfer.BlobErrors(err) {
+		fmt.Println(be.Desc.MediaType, be.Origin, be.Attempts, errors.Is(be, errdef.ErrNotFound))
+	}
+	fmt.Println(errors.Is(err, transfer.ErrIncomplete))
+	// Output:
+	// application/vnd.example.weights source 1 true
+	// true
 }

@@ -168,8 +168,15 @@ func (g *graphCopier) copyNode(ctx context.Context, desc ocispec.Descriptor, tag
 	// A digest from a manifest is the server's word: it must be one sturdy
 	// can verify before it goes into a URL, a path or a store.
 	if err := httpblob.ValidateDigest(desc); err != nil {
+		err = fromSource(err)
 		g.fail(ev, desc, err)
 		return err
+	}
+	if isForeignLayer(desc) {
+		// Not distributable: its URLs say where it lives, and oras.Copy
+		// does not copy it either.
+		ev.skipped("foreign layer")
+		return nil
 	}
 	if !isManifest(desc) {
 		// The caller holds the blob's slot (a root that is a blob needs
@@ -198,13 +205,14 @@ func (g *graphCopier) copyNode(ctx context.Context, desc ocispec.Descriptor, tag
 	if raw == nil || tag == "" {
 		var err error
 		if raw, err = readManifest(ctx, g.opts, g.src, desc, ev); err != nil {
+			err = fromSource(err)
 			g.fail(ev, desc, err)
 			return err
 		}
 	}
 	children, err := content.Successors(ctx, bytesFetcher{desc, raw}, desc)
 	if err != nil {
-		err = retrypolicy.Permanent(fmt.Errorf("parse manifest: %w", err))
+		err = retrypolicy.Permanent(fromSource(fmt.Errorf("parse manifest: %w", err)))
 		g.fail(ev, desc, err)
 		return err
 	}
@@ -335,6 +343,20 @@ func checkReferenced(desc ocispec.Descriptor) error {
 		return retrypolicy.Permanent(fmt.Errorf("%w: media type %q", ErrNotManifest, desc.MediaType))
 	}
 	return nil
+}
+
+// isForeignLayer reports a non-distributable layer, which oras.Copy skips:
+// OCI's deprecated non-distributable layer types and Docker's foreign
+// layer.
+func isForeignLayer(desc ocispec.Descriptor) bool {
+	switch desc.MediaType {
+	case "application/vnd.oci.image.layer.nondistributable.v1.tar",
+		"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+		"application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+		"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip":
+		return true
+	}
+	return false
 }
 
 // isManifest reports whether desc is a manifest or an index, whose bytes

@@ -92,12 +92,12 @@ func (w *wrapped) do(ctx context.Context, op string, desc ocispec.Descriptor, fn
 // Fetch implements content.Fetcher.
 func (w *wrapped) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
 	if err := httpblob.ValidateDigest(desc); err != nil {
-		return nil, blobError(desc, err)
+		return nil, blobError(desc, fromSource(err))
 	}
 	if isManifest(desc) {
 		raw, err := readManifest(ctx, w.opts, w.t, desc, newBlobEvents(w.mover.opts.Observer, desc))
 		if err != nil {
-			return nil, blobError(desc, redacted(err))
+			return nil, blobError(desc, fromSource(redacted(err)))
 		}
 		return io.NopCloser(bytes.NewReader(raw)), nil
 	}
@@ -114,7 +114,7 @@ func (w *wrapped) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCl
 		if re, ok := finalReaderError(err); ok {
 			err = re
 		}
-		return nil, blobError(desc, redacted(err))
+		return nil, blobError(desc, fromSource(redacted(err)))
 	}
 	return &fetchedBlob{hr: hr}, nil
 }
@@ -126,7 +126,7 @@ type fetchedBlob struct{ hr *healingReader }
 func (f *fetchedBlob) Read(p []byte) (int, error) {
 	n, err := f.hr.Read(p)
 	if re, ok := finalReaderError(err); ok {
-		err = blobError(f.hr.desc, redacted(re))
+		err = blobError(f.hr.desc, fromSource(redacted(re)))
 	}
 	return n, err
 }
