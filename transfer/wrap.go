@@ -3,6 +3,7 @@ package transfer
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -28,7 +29,12 @@ import (
 //     targets are retried when the content can be re-read from the start.
 //   - Exists, Resolve, Tag, FetchReference, PushReference and Mount are
 //     retried under the policy; errdef.ErrAlreadyExists and ErrNotFound
-//     pass through unchanged (they are permanent).
+//     pass through unchanged (they are permanent). A mount the registry
+//     declines is pushed through the resumable upload, not oras-go's
+//     monolithic fallback.
+//   - Every digest is validated first, and a reference must resolve to a
+//     manifest (ErrNotManifest otherwise). Fetch and Push errors are
+//     *BlobError naming the descriptor.
 //
 // The optional interfaces oras-go type-asserts are kept: the result
 // implements registry.ReferenceFetcher, registry.ReferencePusher,
@@ -258,13 +264,31 @@ func (w *wrappedRegistry) PushReference(ctx context.Context, desc ocispec.Descri
 	})
 }
 
-// Mount implements registry.Mounter. When the registry declines, the blob
-// is pushed with getContent's reader (or fetched from fromRepo by oras-go).
+// Mount implements registry.Mounter. When the registry declines to mount,
+// oras-go would push getContent's reader itself, monolithically, with no
+// resume and no events; the blob goes through Push instead (the resumable
+// upload). With a nil getContent, oras-go's own fallback (a fetch from
+// fromRepo) is kept.
 func (w *wrappedRegistry) Mount(ctx context.Context, desc ocispec.Descriptor, fromRepo string, getContent func() (io.ReadCloser, error)) error {
 	if err := httpblob.ValidateDigest(desc); err != nil {
 		return err
 	}
-	return w.do(ctx, opMount, desc, func(ctx context.Context) error {
-		return w.t.(registry.Mounter).Mount(ctx, desc, fromRepo, getContent)
+	mounter := w.t.(registry.Mounter)
+	if getContent == nil {
+		return w.do(ctx, opMount, desc, func(ctx context.Context) error {
+			return mounter.Mount(ctx, desc, fromRepo, nil)
+		})
+	}
+	err := w.do(ctx, opMount, desc, func(ctx context.Context) error {
+		return mounter.Mount(ctx, desc, fromRepo, func() (io.ReadCloser, error) { return nil, errNoMountFallback })
 	})
+	if !errors.Is(err, errNoMountFallback) {
+		return err
+	}
+	rc, err := getContent()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	return w.Push(ctx, desc, rc)
 }
