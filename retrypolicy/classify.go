@@ -37,6 +37,24 @@ const (
 	errorCodeUnavailable     = "UNAVAILABLE"
 )
 
+// verdict classifies err with the caller's classifier, if any, between the
+// explicit marks and the built-in table.
+func (c Config) verdict(err error) Verdict {
+	if c.Classify != nil && err != nil {
+		var o *overrideError
+		if !errors.As(err, &o) && !errors.Is(err, context.Canceled) {
+			if v, ok := c.Classify(err); ok {
+				if v.Reason == "" {
+					v.Reason = "caller's classifier"
+				}
+				return v
+			}
+		}
+	}
+	cl := classify(err)
+	return Verdict{Retryable: cl.retryable, Reason: cl.reason}
+}
+
 // IsRetryable reports whether another attempt may succeed. Unknown errors are
 // permanent: retrying "permission denied" for an hour only hides it. See the
 // package documentation for the full table.

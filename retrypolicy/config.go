@@ -71,6 +71,13 @@ type Config struct {
 	// MinProgress is how many bytes an attempt of DoResumable must commit to
 	// count as progress.
 	MinProgress int64
+	// Classify, if set, is asked about every failed attempt's error before
+	// the built-in table (see the package doc), the way go-retryablehttp
+	// lets CheckRetry be replaced: it returns its verdict and true, or false
+	// to leave the error to the table. Explicit marks (Permanent,
+	// Transient) and the caller's cancellation still come first.
+	Classify func(err error) (Verdict, bool)
+
 	// OnRetry, if set, is called after a failed attempt that will be retried,
 	// before the wait, with the wait that is about to be slept. It is never
 	// called after the last attempt. It runs on Do's goroutine.
@@ -78,6 +85,14 @@ type Config struct {
 
 	// sleep replaces the real wait in this package's tests.
 	sleep func(ctx context.Context, d time.Duration) error
+}
+
+// Verdict is a classifier's decision on an error: retry it or not, and a
+// short human reason for progress bars and logs (it must not quote the
+// error's text, which may hold secrets).
+type Verdict struct {
+	Retryable bool
+	Reason    string
 }
 
 // RetryInfo describes a failed attempt that Do is about to retry.

@@ -174,7 +174,8 @@ func (r *Retrier) Retry(ctx context.Context, err error, offset int64) error {
 	if ctx.Err() != nil {
 		return &Error{Attempts: r.attempts, Err: cancelled(ctx, err)}
 	}
-	if !IsRetryable(err) {
+	v := r.cfg.verdict(err)
+	if !v.Retryable {
 		return &Error{Attempts: r.attempts, Err: err}
 	}
 	progressed := offset-r.start >= r.cfg.MinProgress
@@ -200,7 +201,7 @@ func (r *Retrier) Retry(ctx context.Context, err error, offset int64) error {
 		r.cfg.OnRetry(RetryInfo{
 			Attempt:    r.attempts,
 			Err:        err,
-			Reason:     ShortReason(err),
+			Reason:     v.Reason,
 			Backoff:    wait,
 			Offset:     offset,
 			Progressed: progressed,

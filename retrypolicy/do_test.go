@@ -3,6 +3,7 @@ package retrypolicy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net/http"
@@ -432,4 +433,45 @@ func TestRetrierCancelNamesTheCause(t *testing.T) {
 		t.Fatalf("err = %v (%q)", err, ShortReason(err))
 	}
 	r.Cancel(ErrStalled) // between attempts: a no-op
+}
+
+// The caller's classifier comes after explicit marks and the caller's
+// cancellation, before the table; false defers to the table.
+func TestClassifyHook(t *testing.T) {
+	fs := &fakeSleep{}
+	errMine := errors.New("mine")
+	calls := 0
+	cfg := Config{sleep: fs.sleep, MaxAttempts: 5, Classify: func(err error) (Verdict, bool) {
+		calls++
+		if errors.Is(err, errMine) {
+			return Verdict{Retryable: false, Reason: "mine"}, true
+		}
+		return Verdict{}, false
+	}}
+	// The hook makes a normally retryable error permanent.
+	err := Do(context.Background(), cfg, 0, func(context.Context) error { return fmt.Errorf("%w: %w", errMine, syscall.ECONNRESET) })
+	var re *Error
+	if !errors.As(err, &re) || re.Attempts != 1 {
+		t.Fatalf("err = %v", err)
+	}
+	// An explicit mark wins over the hook.
+	n := 0
+	err = Do(context.Background(), cfg, 0, func(context.Context) error {
+		n++
+		if n < 3 {
+			return Transient(errMine)
+		}
+		return nil
+	})
+	if err != nil || n != 3 {
+		t.Fatalf("Transient(errMine): err %v after %d attempts", err, n)
+	}
+	// Cancellation never reaches the hook.
+	before := calls
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = Do(ctx, cfg, 0, func(context.Context) error { return context.Canceled })
+	if calls != before {
+		t.Fatal("the hook saw the caller's cancellation")
+	}
 }

@@ -114,8 +114,11 @@
 //
 // Unknown errors are permanent: retrying a new kind of "permission denied"
 // for an hour only hides it. Callers who know better wrap with [Transient]
-// or [Permanent]. ShortReason never copies text out of an error, so it
-// cannot leak URLs or tokens into a progress bar.
+// or [Permanent], or set Config.Classify: a function asked before the
+// table (after those marks and the caller's cancellation) that decides
+// the errors it knows and leaves the rest to the table. ShortReason never
+// copies text out of an error, so it cannot leak URLs or tokens into a
+// progress bar.
 //
 // # HTTP responses
 //

@@ -75,3 +75,40 @@ func ExampleShortReason() {
 	// HTTP 503 true
 	// server asks to wait 30s
 }
+
+// errQuotaBusy is what a custom registry's SDK returns when its storage
+// quota service is momentarily busy: unknown to the built-in table, so
+// permanent unless the caller says otherwise.
+var errQuotaBusy = errors.New("quota service busy")
+
+// A caller's classifier is asked before the built-in table; returning
+// false leaves an error to the table.
+func ExampleConfig_classify() {
+	cfg := retrypolicy.Config{
+		InitialBackoff: time.Millisecond,
+		MaxBackoff:     2 * time.Millisecond,
+		Classify: func(err error) (retrypolicy.Verdict, bool) {
+			if errors.Is(err, errQuotaBusy) {
+				return retrypolicy.Verdict{Retryable: true, Reason: "quota busy"}, true
+			}
+			return retrypolicy.Verdict{}, false
+		},
+		OnRetry: func(ri retrypolicy.RetryInfo) { fmt.Println("retrying:", ri.Reason) },
+	}
+	calls := 0
+	err := retrypolicy.Do(context.Background(), cfg, 0, func(context.Context) error {
+		calls++
+		switch calls {
+		case 1:
+			return errQuotaBusy
+		case 2:
+			return fmt.Errorf("read: %w", syscall.ECONNRESET) // the table decides
+		}
+		return nil
+	})
+	fmt.Println("err:", err)
+	// Output:
+	// retrying: quota busy
+	// retrying: connection reset
+	// err: <nil>
+}
