@@ -1,21 +1,27 @@
 # sturdy — see README.md.
 GO        ?= go
 EXAMPLES  := examples
+REGTEST   := examples/registrytest
 TESTFLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all test vet test-root test-examples demo bench fuzz lint tidy
+.PHONY: all test vet test-root test-registrytest test-examples demo bench fuzz lint tidy
 
 all: test
 
-## test: vet and race tests for both modules.
-test: vet test-root test-examples
+## test: vet and race tests for every module: the library, examples and
+## registrytest (a module of its own, so SDK authors can import it).
+test: vet test-root test-registrytest test-examples
 
 vet:
 	$(GO) vet ./...
+	$(GO) -C $(REGTEST) vet ./...
 	$(GO) -C $(EXAMPLES) vet ./...
 
 test-root:
 	$(GO) test $(TESTFLAGS) ./...
+
+test-registrytest:
+	$(GO) -C $(REGTEST) test $(TESTFLAGS) ./...
 
 test-examples:
 	$(GO) -C $(EXAMPLES) test $(TESTFLAGS) ./...
@@ -37,13 +43,16 @@ fuzz:
 	$(GO) test ./retrypolicy -run '^$$' -fuzz '^FuzzClassify$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./retrypolicy -run '^$$' -fuzz '^FuzzParseRetryAfter$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/httpblob -run '^$$' -fuzz '^FuzzParseRanges$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/redact -run '^$$' -fuzz '^FuzzText$$' -fuzztime $(FUZZTIME)
 
 ## lint: staticcheck, installed from the Go module proxy at a pinned version.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 lint:
 	$(GO) run $(STATICCHECK) ./...
+	cd $(REGTEST) && $(GO) run $(STATICCHECK) ./...
 	cd $(EXAMPLES) && $(GO) run $(STATICCHECK) ./...
 
 tidy:
 	$(GO) mod tidy
+	$(GO) -C $(REGTEST) mod tidy
 	$(GO) -C $(EXAMPLES) mod tidy

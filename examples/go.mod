@@ -5,16 +5,19 @@ go 1.26.0
 replace github.com/sturdyoci/sturdy => ../
 
 require (
-	github.com/distribution/distribution/v3 v3.1.2
-	github.com/google/go-containerregistry v0.22.1
 	github.com/opencontainers/go-digest v1.0.0
 	github.com/opencontainers/image-spec v1.1.1
-	github.com/sirupsen/logrus v1.10.2
 	github.com/sturdyoci/sturdy v0.0.0-00010101000000-000000000000
 	github.com/vbauerster/mpb/v8 v8.16.2
 	go.uber.org/goleak v1.3.0
-	golang.org/x/sys v0.48.0
 	oras.land/oras-go/v2 v2.7.0
+)
+
+require (
+	github.com/distribution/distribution/v3 v3.1.2 // indirect
+	github.com/google/go-containerregistry v0.22.1 // indirect
+	github.com/sirupsen/logrus v1.10.2 // indirect
+	golang.org/x/sys v0.50.0 // indirect
 )
 
 require (
@@ -50,6 +53,7 @@ require (
 	github.com/redis/go-redis/extra/rediscmd/v9 v9.0.5 // indirect
 	github.com/redis/go-redis/extra/redisotel/v9 v9.0.5 // indirect
 	github.com/redis/go-redis/v9 v9.7.3 // indirect
+	github.com/sturdyoci/sturdy/examples/registrytest v0.0.0-00010101000000-000000000000
 	github.com/vbauerster/cupwriter v0.0.5 // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
 	go.opentelemetry.io/contrib/bridges/prometheus v0.67.0 // indirect
@@ -82,3 +86,5 @@ require (
 	google.golang.org/grpc v1.83.2 // indirect
 	google.golang.org/protobuf v1.36.11 // indirect
 )
+
+replace github.com/sturdyoci/sturdy/examples/registrytest => ./registrytest

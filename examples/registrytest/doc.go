@@ -1,6 +1,10 @@
 // Package registrytest runs a real OCI registry in-process, with faults on
 // the wire that tests can script while requests run, and byte counters.
 //
+// It is a module of its own (github.com/sturdyoci/sturdy/examples/registrytest)
+// and does not import sturdy: the client SDK of any registry can test
+// itself against it with go get, whatever retry library it uses.
+//
 // The registry is served on 127.0.0.1 over plain HTTP or, with WithTLS,
 // HTTPS with a self-signed certificate that Client and Repository trust.
 // Tests use New, which closes the registry in t.Cleanup; main programs (the
