@@ -36,7 +36,7 @@ type blobMover struct {
 	wd      watchdogConfig
 }
 
-// newBlobMover moves blobs from src to dst, targets that observedTarget
+// newBlobMover moves blobs from src to dst, targets that rewireTarget
 // has already seen.
 func newBlobMover(src content.ReadOnlyStorage, dst content.Storage, opts Options) *blobMover {
 	opts.Observer = opts.observer()
@@ -50,9 +50,9 @@ func newBlobMover(src content.ReadOnlyStorage, dst content.Storage, opts Options
 	return m
 }
 
-// copy moves one blob: skip if present, mount if possible, else upload
-// (resumable to a registry, healing reads into anything else).
-func (m *blobMover) copy(ctx context.Context, desc ocispec.Descriptor, ev *blobEvents) error {
+// move moves one blob: skip if present, mount if possible, else send its
+// bytes.
+func (m *blobMover) move(ctx context.Context, desc ocispec.Descriptor, ev *blobEvents) error {
 	exists, err := m.exists(ctx, desc, ev)
 	if err != nil {
 		return err
@@ -65,13 +65,13 @@ func (m *blobMover) copy(ctx context.Context, desc ocispec.Descriptor, ev *blobE
 		ev.mounted(from)
 		return nil
 	}
-	return m.upload(ctx, desc, ev)
+	return m.send(ctx, desc, ev)
 }
 
-// upload sends the blob's bytes from the source: resumable chunks to a
-// registry, a healing read into anything else. It emits Started and, on
-// success, Completed.
-func (m *blobMover) upload(ctx context.Context, desc ocispec.Descriptor, ev *blobEvents) error {
+// send writes the blob's bytes from the source into the destination, a
+// push or a pull alike: resumable chunks to a registry, a healing read into
+// anything else. It emits Started and, on success, Completed.
+func (m *blobMover) send(ctx context.Context, desc ocispec.Descriptor, ev *blobEvents) error {
 	ev.started(0)
 	var err error
 	if m.dstRepo != nil && !m.opts.Monolithic && desc.Size >= minChunkedSize {
@@ -493,7 +493,7 @@ func (u *chunkedUpload) patch(ctx context.Context, ret *retrypolicy.Retrier) err
 	var (
 		moved   atomic.Int64
 		busy    activeClock
-		bodies  sync.WaitGroup
+		bodies  = newBodyTracker()
 		mu      sync.Mutex
 		readers []*healingReader
 	)
@@ -511,8 +511,8 @@ func (u *chunkedUpload) patch(ctx context.Context, ret *retrypolicy.Retrier) err
 		mu.Lock()
 		readers = append(readers, hr)
 		mu.Unlock()
-		bodies.Add(1)
-		return &chunkBody{r: io.LimitReader(hr, n), hr: hr, done: bodies.Done}, nil
+		bodies.add()
+		return &chunkBody{r: io.LimitReader(hr, n), hr: hr, done: bodies.done}, nil
 	}
 	first, err := open()
 	if err != nil {
@@ -523,7 +523,7 @@ func (u *chunkedUpload) patch(ctx context.Context, ret *retrypolicy.Retrier) err
 	// expired between chunks) the auth client sends the chunk again.
 	err = u.up.Patch(ctx, first, n, open)
 	stop()
-	if !waitGroupTimeout(&bodies, time.Minute) {
+	if !bodies.wait(time.Minute) {
 		// net/http promises to close request bodies, even on errors;
 		// should it not, do not read what its goroutine may still write.
 		return fmt.Errorf("transport did not release the chunk body: %w", errors.Join(err, retrypolicy.ErrStalled))
@@ -679,16 +679,48 @@ func (u *chunkedUpload) digestRejected(err error) bool {
 	return false
 }
 
-func waitGroupTimeout(wg *sync.WaitGroup, d time.Duration) bool {
-	done := make(chan struct{})
-	go func() {
-		wg.Wait()
-		close(done)
-	}()
+// bodyTracker counts the request bodies the transport has not closed yet,
+// and is waited on with a timeout without a goroutine left behind.
+type bodyTracker struct {
+	mu   sync.Mutex
+	open int
+	idle chan struct{} // closed while open == 0
+}
+
+func newBodyTracker() *bodyTracker {
+	idle := make(chan struct{})
+	close(idle)
+	return &bodyTracker{idle: idle}
+}
+
+func (b *bodyTracker) add() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.open == 0 {
+		b.idle = make(chan struct{})
+	}
+	b.open++
+}
+
+func (b *bodyTracker) done() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.open--
+	if b.open == 0 {
+		close(b.idle)
+	}
+}
+
+// wait reports whether every body was closed within d. Bodies are opened
+// only while the request runs, so none appears once wait is called.
+func (b *bodyTracker) wait(d time.Duration) bool {
+	b.mu.Lock()
+	idle := b.idle
+	b.mu.Unlock()
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
-	case <-done:
+	case <-idle:
 		return true
 	case <-t.C:
 		return false

@@ -36,7 +36,7 @@ func Copy(ctx context.Context, src oras.ReadOnlyTarget, srcRef string, dst oras.
 	if dstRef == "" {
 		dstRef = srcRef
 	}
-	src, dst = observedTarget(src, opts), observedTarget(dst, opts)
+	src, dst = rewireTarget(src, opts), rewireTarget(dst, opts)
 	root, raw, err := resolveRoot(ctx, src, srcRef, opts)
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("resolve %q: %w", srcRef, redacted(err))
@@ -115,7 +115,7 @@ func copyGraph(ctx context.Context, src content.ReadOnlyStorage, dst content.Sto
 	if err := opts.Retry.Validate(); err != nil {
 		return err
 	}
-	src, dst = observedTarget(src, opts), observedTarget(dst, opts)
+	src, dst = rewireTarget(src, opts), rewireTarget(dst, opts)
 	g := &graphCopier{
 		src:   src,
 		dst:   dst,
@@ -181,7 +181,7 @@ func (g *graphCopier) copyNode(ctx context.Context, desc ocispec.Descriptor, tag
 	if !isManifest(desc) {
 		// The caller holds the blob's slot (a root that is a blob needs
 		// none: it is alone).
-		if err := g.blobs.copy(ctx, desc, ev); err != nil {
+		if err := g.blobs.move(ctx, desc, ev); err != nil {
 			g.fail(ev, desc, err)
 			return err
 		}

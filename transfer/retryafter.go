@@ -2,13 +2,8 @@ package transfer
 
 import (
 	"context"
-	"net/http"
 	"sync/atomic"
 	"time"
-
-	"oras.land/oras-go/v2/registry/remote"
-	"oras.land/oras-go/v2/registry/remote/auth"
-	"oras.land/oras-go/v2/registry/remote/retry"
 
 	"github.com/sturdyoci/sturdy/retrypolicy"
 )
@@ -33,89 +28,4 @@ func captureRetryAfter(ctx context.Context) (context.Context, *retryAfterSlot) {
 // attach adds the noted wait to err.
 func (s *retryAfterSlot) attach(err error) error {
 	return retrypolicy.WithRetryAfter(err, time.Duration(s.wait.Load()))
-}
-
-// registryClient is the client of every request sturdy sends to a
-// registry: it watches the request for silence (watchRequest) and notes
-// Retry-After in the request's slot.
-type registryClient struct {
-	remote.Client
-	stall time.Duration
-}
-
-func (c registryClient) Do(req *http.Request) (*http.Response, error) {
-	resp, err := watchRequest(c.Client, req, c.stall)
-	if err != nil || (resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode != http.StatusServiceUnavailable) {
-		return resp, err
-	}
-	if s, ok := req.Context().Value(retryAfterKey{}).(*retryAfterSlot); ok {
-		if d, ok := retrypolicy.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
-			s.wait.Store(int64(d))
-		}
-	}
-	return resp, err
-}
-
-// observed returns a repository that reads and writes the same repository
-// as r, with r's settings, through a registryClient and, unless
-// opts.KeepInnerRetries, without oras-go's retrying transport underneath.
-// The caller's repository is not modified.
-func observed(r *remote.Repository, opts Options) *remote.Repository {
-	client := r.Client
-	if client == nil {
-		client = auth.DefaultClient
-	}
-	if _, ok := client.(registryClient); ok {
-		return r
-	}
-	if !opts.KeepInnerRetries {
-		client = withoutInnerRetries(client)
-	}
-	return &remote.Repository{
-		Client:               registryClient{client, opts.watchdogConfig().stall},
-		Reference:            r.Reference,
-		PlainHTTP:            r.PlainHTTP,
-		ManifestMediaTypes:   r.ManifestMediaTypes,
-		TagListPageSize:      r.TagListPageSize,
-		ReferrerListPageSize: r.ReferrerListPageSize,
-		TagListMaxPages:      r.TagListMaxPages,
-		ReferrerListMaxPages: r.ReferrerListMaxPages,
-		MaxMetadataBytes:     r.MaxMetadataBytes,
-		SkipReferrersGC:      r.SkipReferrersGC,
-		HandleWarning:        r.HandleWarning,
-	}
-}
-
-// withoutInnerRetries returns c without oras-go's retry.Transport under
-// its auth client (auth.DefaultClient has one): under sturdy's per-blob
-// loop it would multiply attempts (6 x 6) and clamp Retry-After to 3 s.
-// Clients of other shapes are returned as they are.
-func withoutInnerRetries(c remote.Client) remote.Client {
-	ac, ok := c.(*auth.Client)
-	if !ok || ac.Client == nil {
-		return c
-	}
-	rt, ok := ac.Client.Transport.(*retry.Transport)
-	if !ok {
-		return c
-	}
-	hc := *ac.Client
-	hc.Transport = rt.Base
-	if hc.Transport == nil {
-		hc.Transport = http.DefaultTransport
-	}
-	stripped := *ac
-	stripped.Client = &hc
-	return &stripped
-}
-
-// observedTarget applies observed to a registry target and returns
-// anything else unchanged.
-func observedTarget[T any](t T, opts Options) T {
-	if r, ok := any(unwrapTarget(t)).(*remote.Repository); ok {
-		if o, ok := any(observed(r, opts)).(T); ok {
-			return o
-		}
-	}
-	return t
 }

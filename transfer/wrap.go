@@ -47,7 +47,7 @@ func Wrap(t oras.Target, opts Options) oras.Target {
 	if t == nil {
 		return nil
 	}
-	w := &wrapped{t: observedTarget(unwrapTarget(t).(oras.Target), opts), opts: opts}
+	w := &wrapped{t: rewireTarget(unwrapTarget(t).(oras.Target), opts), opts: opts}
 	w.mover = newBlobMover(w.t, w.t, opts)
 	_, rf := w.t.(registry.ReferenceFetcher)
 	_, rp := w.t.(registry.ReferencePusher)
@@ -162,7 +162,7 @@ func (w *wrapped) Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader
 	ev := newBlobEvents(w.mover.opts.Observer, desc)
 	m := *w.mover
 	m.src = readerSource(r)
-	if err := m.upload(ctx, desc, ev); err != nil {
+	if err := m.send(ctx, desc, ev); err != nil {
 		ev.failed(retrypolicy.ShortReason(err), err)
 		return blobError(desc, redacted(err))
 	}

@@ -1,0 +1,38 @@
+package transfer
+
+import (
+	"reflect"
+	"testing"
+
+	"oras.land/oras-go/v2/registry/remote"
+)
+
+// rewire copies a *remote.Repository field by field (it holds locks and
+// cannot be copied whole). A field oras-go adds must be copied too, or a
+// caller's setting is silently lost: this test names each one.
+func TestRewireCopiesEveryExportedField(t *testing.T) {
+	copied := map[string]bool{
+		"Client": true, "Reference": true, "PlainHTTP": true, "ManifestMediaTypes": true,
+		"TagListPageSize": true, "ReferrerListPageSize": true, "TagListMaxPages": true,
+		"ReferrerListMaxPages": true, "MaxMetadataBytes": true, "SkipReferrersGC": true,
+		"HandleWarning": true,
+	}
+	typ := reflect.TypeOf(remote.Repository{})
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		if f.IsExported() && !copied[f.Name] {
+			t.Errorf("remote.Repository has a field %s that rewire does not copy", f.Name)
+		}
+	}
+	r := &remote.Repository{PlainHTTP: true, TagListPageSize: 7, MaxMetadataBytes: 9, SkipReferrersGC: true,
+		ManifestMediaTypes: []string{"x"}, TagListMaxPages: 3, ReferrerListPageSize: 5, ReferrerListMaxPages: 2}
+	r.Reference.Registry, r.Reference.Repository = "r.example", "a/b"
+	got := rewire(r, Options{})
+	for _, name := range []string{"PlainHTTP", "TagListPageSize", "MaxMetadataBytes", "SkipReferrersGC",
+		"ManifestMediaTypes", "TagListMaxPages", "ReferrerListPageSize", "ReferrerListMaxPages", "Reference"} {
+		a, b := reflect.ValueOf(r).Elem().FieldByName(name), reflect.ValueOf(got).Elem().FieldByName(name)
+		if !reflect.DeepEqual(a.Interface(), b.Interface()) {
+			t.Errorf("%s: %v, want %v", name, b, a)
+		}
+	}
+}
