@@ -1,12 +1,15 @@
 package transfer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/url"
+	"oras.land/oras-go/v2/content/memory"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -64,5 +67,30 @@ func TestBlobErrorNamesManifests(t *testing.T) {
 	}
 	if msg := blobError(b, errors.New("x")).Error(); !strings.HasPrefix(msg, "blob "+b.Digest.String()) {
 		t.Fatalf("blob error text: %s", msg)
+	}
+}
+
+func TestOptionsValidate(t *testing.T) {
+	if err := (Options{}).Validate(); err != nil {
+		t.Fatalf("zero Options: %v", err)
+	}
+	for _, o := range []Options{
+		{Concurrency: -1}, {LowSpeedTime: -time.Second}, {MaxMetadataBytes: -1}, {ChunkSize: -1},
+		{Retry: retrypolicy.Config{MaxAttempts: -1}},
+	} {
+		err := o.Validate()
+		if !errors.Is(err, ErrInvalidOptions) {
+			t.Fatalf("%+v: err = %v", o, err)
+		}
+		if _, cerr := Copy(context.Background(), memory.New(), "v1", memory.New(), "", o); !errors.Is(cerr, ErrInvalidOptions) {
+			t.Fatalf("Copy with %+v: %v", o, cerr)
+		}
+		if _, ferr := Wrap(memory.New(), o).Exists(context.Background(), ocispec.DescriptorEmptyJSON); !errors.Is(ferr, ErrInvalidOptions) {
+			t.Fatalf("Wrap with %+v: %v", o, ferr)
+		}
+	}
+	// Negative means off where off makes sense.
+	if err := (Options{StallTimeout: -1, LowSpeedLimit: -1}).Validate(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -36,6 +36,9 @@ func Copy(ctx context.Context, src oras.ReadOnlyTarget, srcRef string, dst oras.
 	if dstRef == "" {
 		dstRef = srcRef
 	}
+	if err := opts.Validate(); err != nil {
+		return ocispec.Descriptor{}, err
+	}
 	src, dst = rewireTarget(src, opts), rewireTarget(dst, opts)
 	root, raw, err := resolveRoot(ctx, src, srcRef, opts)
 	if err != nil {
@@ -112,7 +115,7 @@ type nodeResult struct {
 }
 
 func copyGraph(ctx context.Context, src content.ReadOnlyStorage, dst content.Storage, root ocispec.Descriptor, tag string, opts Options, rootRaw []byte) error {
-	if err := opts.Retry.Validate(); err != nil {
+	if err := opts.Validate(); err != nil {
 		return err
 	}
 	src, dst = rewireTarget(src, opts), rewireTarget(dst, opts)

@@ -1,6 +1,8 @@
 package transfer
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -26,6 +28,10 @@ const (
 )
 
 // Options configure Copy, CopyGraph and Wrap. The zero value is usable.
+//
+// One rule for every number: 0 means the default; a negative value means
+// "off" where off makes sense (StallTimeout, LowSpeedLimit) and is invalid
+// elsewhere (Validate says which).
 type Options struct {
 	// Retry is the per-blob retry policy. Each blob gets its own loop;
 	// Retry.OnRetry, if set, is called for every blob (concurrently across
@@ -79,6 +85,32 @@ type Options struct {
 	// Logger, if set, logs retries, resumes and failures (see
 	// progress.Log) in addition to Observer.
 	Logger *slog.Logger
+}
+
+// ErrInvalidOptions is wrapped by the error of Validate, and so of Copy,
+// CopyGraph and every operation of a Wrap with invalid Options.
+var ErrInvalidOptions = errors.New("transfer: invalid options")
+
+// Validate reports the first invalid field, wrapped in ErrInvalidOptions
+// (Retry's own errors wrap retrypolicy.ErrInvalidConfig too).
+func (o Options) Validate() error {
+	if err := o.Retry.Validate(); err != nil {
+		return fmt.Errorf("%w: Retry: %w", ErrInvalidOptions, err)
+	}
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"Concurrency", int64(o.Concurrency)},
+		{"LowSpeedTime", int64(o.LowSpeedTime)},
+		{"MaxMetadataBytes", o.MaxMetadataBytes},
+		{"ChunkSize", o.ChunkSize},
+	} {
+		if f.v < 0 {
+			return fmt.Errorf("%w: %s is negative (%d); 0 means the default", ErrInvalidOptions, f.name, f.v)
+		}
+	}
+	return nil
 }
 
 func (o Options) concurrency() int {

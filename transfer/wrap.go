@@ -41,13 +41,16 @@ import (
 // registry.Mounter and content.PredecessorFinder exactly when t does (for
 // *remote.Repository, all of them), so oras.Copy takes the same paths.
 //
+// Invalid opts (see Options.Validate) make every operation fail with
+// their error.
+//
 // oras.Copy still runs its nodes in an errgroup that cancels siblings on
 // the first error; Wrap makes that first error rare, Copy removes it.
 func Wrap(t oras.Target, opts Options) oras.Target {
 	if t == nil {
 		return nil
 	}
-	w := &wrapped{t: rewireTarget(unwrapTarget(t).(oras.Target), opts), opts: opts}
+	w := &wrapped{t: rewireTarget(unwrapTarget(t).(oras.Target), opts), opts: opts, invalid: opts.Validate()}
 	w.mover = newBlobMover(w.t, w.t, opts)
 	_, rf := w.t.(registry.ReferenceFetcher)
 	_, rp := w.t.(registry.ReferencePusher)
@@ -80,14 +83,18 @@ func unwrapTarget(t any) any {
 }
 
 type wrapped struct {
-	t     oras.Target
-	opts  Options
-	mover *blobMover // its source reads w.t, its destination is w.t
+	t       oras.Target
+	opts    Options
+	invalid error      // opts.Validate(): every operation returns it
+	mover   *blobMover // its source reads w.t, its destination is w.t
 }
 
 // do runs op under the policy; desc, when not zero, is what op concerns,
 // and its retries are reported as its events.
 func (w *wrapped) do(ctx context.Context, op string, desc ocispec.Descriptor, fn func(context.Context) error) error {
+	if w.invalid != nil {
+		return w.invalid
+	}
 	var ev *blobEvents
 	if desc.Digest != "" {
 		ev = newBlobEvents(w.mover.opts.Observer, desc)
@@ -97,6 +104,9 @@ func (w *wrapped) do(ctx context.Context, op string, desc ocispec.Descriptor, fn
 
 // Fetch implements content.Fetcher.
 func (w *wrapped) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
+	if w.invalid != nil {
+		return nil, w.invalid
+	}
 	if err := httpblob.ValidateDigest(desc); err != nil {
 		return nil, blobError(desc, fromSource(err))
 	}
@@ -144,6 +154,9 @@ func (f *fetchedBlob) Close() error { return f.hr.Close() }
 // Its errors are *BlobError naming the descriptor, as Copy's are;
 // errors.Is still reaches errdef.ErrAlreadyExists and the other causes.
 func (w *wrapped) Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader) error {
+	if w.invalid != nil {
+		return w.invalid
+	}
 	if err := httpblob.ValidateDigest(desc); err != nil {
 		return blobError(desc, err)
 	}
