@@ -120,7 +120,7 @@ func ExampleTracker() {
 	// failed   0/10485760 attempts=1 HTTP 403
 	// done     1073741824/1073741824 attempts=2 connection reset
 	//
-	// blobs    4 total: 1 completed, 1 skipped, 1 mounted, 1 failed
+	// blobs    4 total, manifests and configs included: 1 completed, 1 skipped, 1 mounted, 1 failed
 	// bytes    1.0 GiB payload, 1.3 GiB on the wire (1.25x)
 	// retries  1 (waited 5s), 0 resumed
 	// time     56s, 18.3 MiB/s average

@@ -183,8 +183,9 @@ func (s Snapshot) Summary() Summary {
 
 // Summary is the end-of-run account of a transfer.
 type Summary struct {
-	// Blobs counts every blob seen; the ones not completed, skipped, mounted
-	// or failed were still in flight when the summary was taken.
+	// Blobs counts every node seen: layers, configs and manifests alike;
+	// the ones not completed, skipped, mounted or failed were still in
+	// flight when the summary was taken.
 	Blobs, Completed, Skipped, Mounted, Failed int
 	// Payload is the committed bytes of the blobs that were transferred
 	// (not skipped or mounted). Wire is what it took on the wire.
@@ -221,7 +222,7 @@ func (s Summary) Rate() float64 {
 // String renders the summary on a few labelled lines, without a trailing
 // newline, e.g.
 //
-//	blobs    4 total: 1 completed, 1 skipped, 1 mounted, 1 failed
+//	blobs    4 total, manifests and configs included: 1 completed, 1 skipped, 1 mounted, 1 failed
 //	bytes    1.0 GiB payload, 1.2 GiB on the wire (1.20x)
 //	retries  3 (waited 15s), 1 resumed
 //	time     1m2s, 16.5 MiB/s average
@@ -231,7 +232,7 @@ func (s Summary) String() string {
 	var b strings.Builder
 	b.WriteString("blobs    ")
 	b.WriteString(strconv.Itoa(s.Blobs))
-	b.WriteString(" total: ")
+	b.WriteString(" total, manifests and configs included: ")
 	b.WriteString(strconv.Itoa(s.Completed))
 	b.WriteString(" completed, ")
 	b.WriteString(strconv.Itoa(s.Skipped))

@@ -289,7 +289,7 @@ func TestTrackerTotals(t *testing.T) {
 	}
 	str := sum.String()
 	for _, line := range []string{
-		"blobs    3 total: 1 completed, 0 skipped, 0 mounted, 2 failed",
+		"blobs    3 total, manifests and configs included: 1 completed, 0 skipped, 0 mounted, 2 failed",
 		"retries  3 (waited 7s), 1 resumed",
 		"failed   " + string(b.Digest) + " (20 B): unexpected status 401",
 		"failed   " + string(c.Digest) + " (30 B): HTTP 404",
