@@ -172,7 +172,14 @@ func (m *blobMover) pushWhole(ctx context.Context, desc ocispec.Descriptor, ev *
 			// a third of a pull's throughput.
 			hr.digester = nil
 		}
-		stop := watch(m.wd.patient(), hr.moved, idleClock(hr.busy), outer.Cancel)
+		// Once the source has delivered every byte, the registry is
+		// verifying what it got: only the request's own watchdog, with
+		// its commit patience, judges that silence.
+		stop := watch(m.wd.patient(), hr.moved, idleClock(hr.busy), func(cause error) {
+			if !hr.delivered.Load() {
+				outer.Cancel(cause)
+			}
+		})
 		// The registry verifies before it answers the final request.
 		pctx, slot := captureRetryAfter(withPatience(actx, m.commitPatience(desc.Size)))
 		err = slot.attach(m.dst.Push(pctx, desc, hr))
@@ -186,7 +193,7 @@ func (m *blobMover) pushWhole(ctx context.Context, desc ocispec.Descriptor, ev *
 		if errors.As(hr.err, &re) {
 			err = re.err
 		}
-		if errors.Is(err, content.ErrMismatchedDigest) && !restartedAfterMismatch {
+		if (errors.Is(err, content.ErrMismatchedDigest) || digestRejected(err)) && !restartedAfterMismatch {
 			// A resumed stream may have joined two versions of the
 			// bytes, or a proxy flipped one: restart once from 0.
 			restartedAfterMismatch = true
@@ -273,7 +280,7 @@ func (m *blobMover) uploadChunked(ctx context.Context, desc ocispec.Descriptor, 
 			u.up, u.committed, u.stale = nil, 0, false
 			ev.note("registry lost the upload session; starting a new one from byte 0")
 			err = retrypolicy.Transient(err)
-		case (u.digestRejected(err) || errors.Is(err, content.ErrMismatchedDigest)) && !u.restarted:
+		case (digestRejected(err) || errors.Is(err, content.ErrMismatchedDigest)) && !u.restarted:
 			// The registry refused the digest of what it holds, or the
 			// source stream did not match its digest: the bytes were
 			// corrupted somewhere. Start a fresh session from byte 0,
@@ -281,7 +288,7 @@ func (m *blobMover) uploadChunked(ctx context.Context, desc ocispec.Descriptor, 
 			u.restarted = true
 			cancel(nil)
 			u.abandon(ctx)
-			if u.digestRejected(err) {
+			if digestRejected(err) {
 				ev.note("registry rejected the digest; restarting the upload from byte 0")
 			} else {
 				ev.note("source stream did not match its digest; restarting the upload from byte 0")
@@ -352,7 +359,7 @@ func (u *chunkedUpload) shrinkChunk() bool {
 		return false
 	}
 	u.chunkCap = next
-	u.ev.note(fmt.Sprintf("registry refused a chunk; sending chunks of %s", progress.FormatBytes(next)))
+	u.ev.note(fmt.Sprintf("registry refused a chunk; sending chunks of %s (Options.ChunkSize sets them from the start)", progress.FormatBytes(next)))
 	return true
 }
 
@@ -430,6 +437,20 @@ func (u *chunkedUpload) attempt(ctx context.Context, ret *retrypolicy.Retrier) e
 		u.patched = true
 		from := u.committed
 		err := u.patch(ctx, ret)
+		if errors.Is(err, httpblob.ErrChunkTooLarge) {
+			// A proxy's or the registry's body limit (413): smaller
+			// chunks, whatever was sent before.
+			if !u.shrinkChunk() {
+				return fmt.Errorf("%w: the registry refuses chunks of %d bytes: %w", httpblob.ErrChunkedUnsupported, u.chunkLen(), err)
+			}
+			u.stale = true
+			n, serr := u.status(ctx)
+			if serr != nil {
+				return serr
+			}
+			u.committed, u.stale = n, false
+			continue
+		}
 		if errors.Is(err, httpblob.ErrOffsetMismatch) && first && u.committed == 0 {
 			// Nothing was sent on this session: both sides are at 0, so
 			// a 416 refuses the chunk itself, not its offset (GHCR
@@ -590,7 +611,14 @@ func (b *chunkBody) Close() error {
 // not changed for settleQuiet; an answer equal to it at once. A PATCH from
 // a stale offset costs the bytes in flight twice, or a 416 mid-body.
 func (u *chunkedUpload) settle(ctx context.Context) (int64, error) {
-	if u.up == nil || u.sent == 0 || u.noStatus {
+	if u.up == nil {
+		return u.committed, nil
+	}
+	if u.noStatus {
+		// Nothing to ask: the session goes, a new one starts from 0.
+		return 0, httpblob.ErrNoUploadStatus
+	}
+	if u.sent == 0 {
 		return u.committed, nil
 	}
 	start, pause := time.Now(), settlePause
@@ -636,7 +664,14 @@ func (u *chunkedUpload) abandon(ctx context.Context) {
 			grace = cancelGrace
 		}
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
+		// A cancel that arrives meanwhile shortens the wait to cancelGrace.
+		var timer atomic.Pointer[time.Timer]
+		stopAfter := context.AfterFunc(ctx, func() { timer.Store(time.AfterFunc(cancelGrace, cancel)) })
 		u.up.Cancel(cctx)
+		stopAfter()
+		if t := timer.Load(); t != nil {
+			t.Stop()
+		}
 		cancel()
 	}
 	u.up, u.committed, u.stale = nil, 0, false
@@ -664,7 +699,9 @@ func (u *chunkedUpload) sessionGone(err error) bool {
 	return false
 }
 
-func (u *chunkedUpload) digestRejected(err error) bool {
+// digestRejected reports a registry's 400 DIGEST_INVALID or SIZE_INVALID
+// to the request that completes an upload.
+func digestRejected(err error) bool {
 	var er *errcode.ErrorResponse
 	if errors.As(err, &er) {
 		if er.StatusCode != http.StatusBadRequest {

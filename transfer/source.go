@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 
 	"github.com/opencontainers/go-digest"
@@ -39,11 +40,13 @@ func newSource(s content.Fetcher) source {
 type registrySource struct {
 	repo    *httpblob.Repo
 	fetcher content.Fetcher
-	// rangeIgnored is set once the registry answered a Range with the whole
-	// blob, refused it (416) or answered it with the wrong bytes (a 206
-	// whose Content-Range does not match): later reopens read from 0 and
-	// drop what is already here, rather than asking again.
-	rangeIgnored atomic.Bool
+	// rangeIgnored holds the digests whose ranged reads the registry
+	// answered with the whole blob, refused (416) or answered with the
+	// wrong bytes (a 206 whose Content-Range does not match): their later
+	// reopens read from 0 and drop what is already here, rather than
+	// asking again. Per blob: one CDN edge's lie must not cost the
+	// siblings their resume.
+	rangeIgnored sync.Map // digest.Digest -> struct{}
 }
 
 func (s *registrySource) network() bool { return true }
@@ -54,18 +57,18 @@ func (s *registrySource) open(ctx context.Context, desc ocispec.Descriptor, offs
 		rc, err := s.fetcher.Fetch(ctx, desc)
 		return rc, offset, err
 	}
-	if s.rangeIgnored.Load() {
+	if _, ok := s.rangeIgnored.Load(desc.Digest); ok {
 		rc, err := s.repo.OpenRange(ctx, desc, 0)
 		return rc, offset, err
 	}
 	rc, err := s.repo.OpenRange(ctx, desc, offset)
 	switch {
 	case errors.Is(err, httpblob.ErrRangeIgnored):
-		s.rangeIgnored.Store(true)
+		s.rangeIgnored.Store(desc.Digest, struct{}{})
 		return rc, offset, nil
 	case errors.Is(err, httpblob.ErrRangeRefused), errors.Is(err, httpblob.ErrBadContentRange):
 		// Degrade, do not die: read from 0 and drop, as for a 200.
-		s.rangeIgnored.Store(true)
+		s.rangeIgnored.Store(desc.Digest, struct{}{})
 		rc, err := s.repo.OpenRange(ctx, desc, 0)
 		return rc, offset, err
 	}
@@ -108,6 +111,7 @@ type healingReader struct {
 	ev   *blobEvents
 
 	offset    int64
+	delivered atomic.Bool     // every byte was read: what follows is the consumer's business
 	digester  digest.Digester // nil: not verified here (began mid-blob, or the destination verifies)
 	resumes   int
 	notedDrop bool
@@ -278,6 +282,7 @@ func (r *healingReader) retry(err error) error {
 }
 
 func (r *healingReader) finish() {
+	r.delivered.Store(true)
 	r.closeBody()
 	if r.digester != nil {
 		if got := r.digester.Digest(); got != r.desc.Digest {

@@ -114,18 +114,34 @@ func (r *Repo) OpenRange(ctx context.Context, desc ocispec.Descriptor, offset in
 	if err := ValidateDigest(desc); err != nil {
 		return nil, err
 	}
+	return OpenURL(r.pullCtx(ctx), r.Client, r.base()+"/blobs/"+desc.Digest.String(), nil, desc, offset)
+}
+
+// Doer sends a request: an *http.Client, or oras-go's auth client.
+type Doer interface {
+	Do(*http.Request) (*http.Response, error)
+}
+
+// OpenURL GETs desc's content at u from offset on, with the checks of
+// OpenRange, for any HTTP(S) URL that serves the blob (a pre-signed
+// object-store link). header, if not nil, is added to the request.
+func OpenURL(ctx context.Context, client Doer, u string, header http.Header, desc ocispec.Descriptor, offset int64) (io.ReadCloser, error) {
 	if offset < 0 || (offset > 0 && offset >= desc.Size) {
 		return nil, retrypolicy.Permanent(fmt.Errorf("blob %s: offset %d outside %d bytes: %w", desc.Digest, offset, desc.Size, content.ErrInvalidDescriptorSize))
 	}
-	u := r.base() + "/blobs/" + desc.Digest.String()
-	req, err := http.NewRequestWithContext(r.pullCtx(ctx), http.MethodGet, u, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, err
+		return nil, retrypolicy.Permanent(err)
+	}
+	for k, vs := range header {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
 	}
 	if offset > 0 {
 		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", offset, desc.Size-1))
 	}
-	resp, err := r.Client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, err
 	}
@@ -333,6 +349,10 @@ func parseUploadRange(v string) (int64, bool) {
 	return end + 1, true
 }
 
+// ErrChunkTooLarge is returned by Patch when the registry, or a proxy in
+// front of it, refused the chunk's size (413): send smaller chunks.
+var ErrChunkTooLarge = errors.New("registry refused the chunk's size")
+
 // ErrOffsetMismatch is returned by Patch when the registry answered 416:
 // it holds a different number of bytes than Offset. Call Status and go on
 // from what it reports.
@@ -371,6 +391,8 @@ func (up *Upload) Patch(ctx context.Context, body io.ReadCloser, n int64, getBod
 	case http.StatusAccepted, http.StatusNoContent, http.StatusCreated:
 	case http.StatusRequestedRangeNotSatisfiable:
 		return fmt.Errorf("%w: %w", ErrOffsetMismatch, retrypolicy.FromResponse(resp))
+	case http.StatusRequestEntityTooLarge:
+		return fmt.Errorf("%w: %w", ErrChunkTooLarge, retrypolicy.FromResponse(resp))
 	case http.StatusBadRequest, http.StatusMethodNotAllowed, http.StatusUnsupportedMediaType, http.StatusNotImplemented:
 		// The registry cannot take a PATCH of this form (Google Artifact
 		// Registry takes no chunked uploads at all): a monolithic upload
