@@ -104,7 +104,10 @@ func Text(s string) string {
 		return s
 	}
 	s = userInfo.ReplaceAllString(s, "${1}"+Placeholder+"@")
-	return queryText.ReplaceAllStringFunc(s, func(q string) string {
+	var b strings.Builder
+	last := 0
+	for _, m := range queryText.FindAllStringIndex(s, -1) {
+		q := s[m[0]:m[1]]
 		// A query quoted inside a message may end in punctuation that is
 		// not part of it; keep that outside.
 		trail := ""
@@ -112,6 +115,22 @@ func Text(s string) string {
 			trail = q[len(q)-1:] + trail
 			q = q[:len(q)-1]
 		}
-		return "?" + query(q[1:]) + trail
-	})
+		// Without a '=', only a URL's query is one ("https://cdn/o?TOKEN");
+		// in prose, "what?!" is punctuation.
+		if !strings.Contains(q, "=") && !inURL(s[:m[0]]) {
+			continue
+		}
+		b.WriteString(s[last:m[0]])
+		b.WriteString("?" + query(q[1:]) + trail)
+		last = m[0] + len(q) + len(trail)
+	}
+	b.WriteString(s[last:])
+	return b.String()
+}
+
+// inURL reports whether the text before a '?' ends in a URL or a path:
+// its last word has a scheme or starts with '/'.
+func inURL(before string) bool {
+	word := before[strings.LastIndexAny(before, " \t\n\"'<>`(")+1:]
+	return strings.Contains(word, "://") || strings.HasPrefix(word, "/")
 }

@@ -70,6 +70,9 @@ func TestText(t *testing.T) {
 	cases := []struct{ in, want string }{
 		{"plain message", "plain message"},
 		{"what? nothing", "what? nothing"},
+		{"what?! really?yes", "what?! really?yes"},
+		{`GET "https://cdn.example/o?BARETOKEN": refused`, `GET "https://cdn.example/o?REDACTED": refused`},
+		{"path /v2/a/blobs/uploads/u?TOKEN failed", "path /v2/a/blobs/uploads/u?REDACTED failed"},
 		{`PATCH "/v2/a/blobs/uploads/u?_state=JWT": reset`, `PATCH "/v2/a/blobs/uploads/u?_state=REDACTED": reset`},
 		{"GET https://s3/x?X-Amz-Signature=abc.", "GET https://s3/x?X-Amz-Signature=REDACTED."},
 		{"dial https://u:p@host/v2/: refused", "dial https://REDACTED@host/v2/: refused"},
