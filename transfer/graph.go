@@ -192,26 +192,32 @@ func (g *graphCopier) copyNode(ctx context.Context, desc ocispec.Descriptor, tag
 	}
 
 	// A manifest already in dst is taken as complete, with its subgraph,
-	// as oras-go does; with a tag it is still tagged.
-	if tag == "" {
-		exists, err := g.blobs.exists(ctx, desc, ev)
-		if err != nil {
-			g.fail(ev, desc, err)
-			return err
-		}
-		if exists {
-			ev.skipped("exists")
-			return nil
-		}
+	// as oras-go does; with a tag it is still tagged (pushed again with the
+	// tag to a registry, tagged elsewhere), its children left alone.
+	exists, err := g.blobs.exists(ctx, desc, ev)
+	if err != nil {
+		g.fail(ev, desc, err)
+		return err
+	}
+	if exists && tag == "" {
+		ev.skipped("exists")
+		return nil
 	}
 	raw := g.rootRaw
 	if raw == nil || tag == "" {
-		var err error
 		if raw, err = readManifest(ctx, g.opts, g.src, desc, ev); err != nil {
 			err = fromSource(err)
 			g.fail(ev, desc, err)
 			return err
 		}
+	}
+	if exists {
+		if err := g.pushManifest(ctx, desc, raw, tag, ev); err != nil {
+			g.fail(ev, desc, err)
+			return err
+		}
+		ev.skipped("exists")
+		return nil
 	}
 	children, err := content.Successors(ctx, bytesFetcher{desc, raw}, desc)
 	if err != nil {

@@ -15,6 +15,7 @@ const (
 	opPush         = "push"
 	opTag          = "tag"
 	opPredecessors = "predecessors"
+	opDelete       = "delete"
 )
 
 // policy is opts.Retry for one operation. Every retry is visible: it is

@@ -10,6 +10,7 @@ import (
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry"
+	"oras.land/oras-go/v2/registry/remote"
 
 	"github.com/sturdyoci/sturdy/internal/httpblob"
 	"github.com/sturdyoci/sturdy/retrypolicy"
@@ -52,33 +53,34 @@ func Wrap(t oras.Target, opts Options) oras.Target {
 	}
 	w := &wrapped{t: rewireTarget(unwrapTarget(t).(oras.Target), opts), opts: opts, invalid: opts.Validate()}
 	w.mover = newBlobMover(w.t, w.t, opts)
-	_, rf := w.t.(registry.ReferenceFetcher)
-	_, rp := w.t.(registry.ReferencePusher)
-	_, mo := w.t.(registry.Mounter)
-	_, pf := w.t.(content.PredecessorFinder)
-	switch {
-	case rf && rp && mo && pf:
-		return &wrappedRegistry{wrappedGraph{w}}
-	case pf:
-		return &wrappedGraph{w}
+	if _, ok := w.t.(*remote.Repository); ok {
+		return &wrappedRepository{w, rfImpl{w}, rpImpl{w}, moImpl{w}, pfImpl{w}}
 	}
-	return w
+	var mask int
+	if _, ok := w.t.(registry.ReferenceFetcher); ok {
+		mask |= hasRF
+	}
+	if _, ok := w.t.(registry.ReferencePusher); ok {
+		mask |= hasRP
+	}
+	if _, ok := w.t.(registry.Mounter); ok {
+		mask |= hasMO
+	}
+	if _, ok := w.t.(content.PredecessorFinder); ok {
+		mask |= hasPF
+	}
+	return compose(w, mask)
 }
 
 // unwrapTarget returns the target under a Wrap, so sturdy never runs its
 // loops twice over the same request.
 func unwrapTarget(t any) any {
 	for {
-		switch w := t.(type) {
-		case *wrapped:
-			t = w.t
-		case *wrappedGraph:
-			t = w.t
-		case *wrappedRegistry:
-			t = w.t
-		default:
+		w, ok := t.(interface{ wrappedTarget() oras.Target })
+		if !ok {
 			return t
 		}
+		t = w.wrappedTarget()
 	}
 }
 
@@ -91,6 +93,8 @@ type wrapped struct {
 
 // do runs op under the policy; desc, when not zero, is what op concerns,
 // and its retries are reported as its events.
+func (w *wrapped) wrappedTarget() oras.Target { return w.t }
+
 func (w *wrapped) do(ctx context.Context, op string, desc ocispec.Descriptor, fn func(context.Context) error) error {
 	if w.invalid != nil {
 		return w.invalid
@@ -221,10 +225,9 @@ func (w *wrapped) Tag(ctx context.Context, desc ocispec.Descriptor, ref string) 
 	return w.do(ctx, opTag, desc, func(ctx context.Context) error { return w.t.Tag(ctx, desc, ref) })
 }
 
-type wrappedGraph struct{ *wrapped }
-
 // Predecessors implements content.PredecessorFinder.
-func (w *wrappedGraph) Predecessors(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+func (i pfImpl) Predecessors(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+	w := i.w
 	var ds []ocispec.Descriptor
 	err := w.do(ctx, opPredecessors, ocispec.Descriptor{}, func(ctx context.Context) error {
 		var err error
@@ -234,11 +237,10 @@ func (w *wrappedGraph) Predecessors(ctx context.Context, desc ocispec.Descriptor
 	return ds, err
 }
 
-type wrappedRegistry struct{ wrappedGraph }
-
 // FetchReference implements registry.ReferenceFetcher. The content is a
 // manifest; it is read whole under the retry policy.
-func (w *wrappedRegistry) FetchReference(ctx context.Context, ref string) (ocispec.Descriptor, io.ReadCloser, error) {
+func (i rfImpl) FetchReference(ctx context.Context, ref string) (ocispec.Descriptor, io.ReadCloser, error) {
+	w := i.w
 	var d ocispec.Descriptor
 	var raw []byte
 	err := w.do(ctx, opResolve, ocispec.Descriptor{}, func(ctx context.Context) error {
@@ -264,7 +266,8 @@ func (w *wrappedRegistry) FetchReference(ctx context.Context, ref string) (ocisp
 }
 
 // PushReference implements registry.ReferencePusher.
-func (w *wrappedRegistry) PushReference(ctx context.Context, desc ocispec.Descriptor, r io.Reader, ref string) error {
+func (i rpImpl) PushReference(ctx context.Context, desc ocispec.Descriptor, r io.Reader, ref string) error {
+	w := i.w
 	if err := httpblob.ValidateDigest(desc); err != nil {
 		return blobError(desc, err)
 	}
@@ -282,7 +285,8 @@ func (w *wrappedRegistry) PushReference(ctx context.Context, desc ocispec.Descri
 // resume and no events; the blob goes through Push instead (the resumable
 // upload). With a nil getContent, oras-go's own fallback (a fetch from
 // fromRepo) is kept.
-func (w *wrappedRegistry) Mount(ctx context.Context, desc ocispec.Descriptor, fromRepo string, getContent func() (io.ReadCloser, error)) error {
+func (i moImpl) Mount(ctx context.Context, desc ocispec.Descriptor, fromRepo string, getContent func() (io.ReadCloser, error)) error {
+	w := i.w
 	if err := httpblob.ValidateDigest(desc); err != nil {
 		return err
 	}
