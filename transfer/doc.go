@@ -131,6 +131,25 @@
 // Options.KeepInnerRetries turns this off. Clients of other shapes are used
 // as they are: give them no retrying transport, or use [NewClient].
 //
+// # Differences from oras.Copy
+//
+// Copy and CopyGraph leave the same descriptors and tags in the
+// destination as oras.Copy and oras.CopyGraph (a parity suite in
+// examples/e2e checks it over many graph shapes, into memory stores, OCI
+// layouts and a registry): foreign (non-distributable) layers are skipped,
+// and a root already in the destination is only tagged. Deliberate
+// differences: a tag must resolve to a manifest or an index
+// (ErrNotManifest; oras.Copy would copy a blob a tag points at), and a
+// blob is mounted from the source repository when both are on the same
+// registry. oras-go's CopyGraphOptions have no equivalent in Options:
+// FindSuccessors (content.Successors is used), PreCopy and SkipNode,
+// PostCopy, OnCopySkipped and OnMounted (the Started, Completed, Skipped
+// and Mounted events say what happened, after the fact), MountFrom as a
+// function (Options.MountFrom is a list), MapRoot and CopyOptions'
+// platform selection (the whole resolved root is copied). A pipeline that
+// needs them keeps oras.Copy and passes Wrap'ped targets: oras-go still
+// runs them.
+//
 // # Hostile servers
 //
 // What sturdy guarantees against a registry, proxy or storage back end

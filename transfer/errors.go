@@ -137,6 +137,14 @@ func blobError(desc ocispec.Descriptor, err error) error {
 // pre-signed storage URLs after a redirect included.
 func redactText(s string) string { return redact.Text(s) }
 
+// Redact applies sturdy's redaction policy to any text, such as an error
+// from plain oras-go that a program is about to log: every query value of
+// a URL in it is replaced by REDACTED unless it is one of the distribution
+// protocol's harmless parameters (digest, mount, from, n, last), and user
+// info in URLs is removed. sturdy's own errors, events and logs are
+// redacted already.
+func Redact(text string) string { return redact.Text(text) }
+
 // redacted keeps err for errors.Is/As but takes upload state and signed
 // credentials out of its text.
 func redacted(err error) error {

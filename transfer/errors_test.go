@@ -94,3 +94,10 @@ func TestOptionsValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func ExampleRedact() {
+	err := errors.New(`Get "https://bucket.oss-cn-hangzhou.aliyuncs.com/blob?security-token=TOKEN&x-oss-signature=SIG": dial tcp: connection refused`)
+	fmt.Println(Redact(err.Error()))
+	// Output:
+	// Get "https://bucket.oss-cn-hangzhou.aliyuncs.com/blob?security-token=REDACTED&x-oss-signature=REDACTED": dial tcp: connection refused
+}

@@ -39,8 +39,12 @@ import (
 //
 // The optional interfaces oras-go type-asserts are kept: the result
 // implements registry.ReferenceFetcher, registry.ReferencePusher,
-// registry.Mounter and content.PredecessorFinder exactly when t does (for
-// *remote.Repository, all of them), so oras.Copy takes the same paths.
+// registry.Mounter and content.PredecessorFinder exactly when t does, in
+// every combination, so oras.Copy takes the same paths. The Wrap of a
+// *remote.Repository also keeps registry.ReferrerLister,
+// registry.TagLister, content.Deleter and its ParseReference (which
+// oras.Tag uses); listings are passed through without retries, so that a
+// callback never sees a page twice.
 //
 // Invalid opts (see Options.Validate) make every operation fail with
 // their error.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
-	"regexp"
 	"time"
 
 	"oras.land/oras-go/v2"
@@ -18,6 +17,7 @@ import (
 	"github.com/sturdyoci/sturdy/examples/internal/ui"
 	"github.com/sturdyoci/sturdy/examples/registrytest"
 	"github.com/sturdyoci/sturdy/retrypolicy"
+	"github.com/sturdyoci/sturdy/transfer"
 )
 
 // plainResult is one plain oras.Copy run.
@@ -108,16 +108,10 @@ func (d *demo) plainRun(ctx context.Context, name string, reg *registrytest.Regi
 		ui.Bytes(r.wire), ratio(r.wire, sturdyWire), ui.Bytes(sturdyWire),
 		ratio(int64(elapsed), int64(sturdy.elapsed)), ui.Duration(sturdy.elapsed))
 	if err != nil && !r.stalled {
-		fmt.Fprintf(d.out, "        %s\n", redact(err.Error()))
+		fmt.Fprintf(d.out, "        %s\n", transfer.Redact(err.Error()))
 	}
 	return r
 }
-
-// uploadState matches the signed upload session that oras-go quotes in
-// its errors; it has no business in a log.
-var uploadState = regexp.MustCompile(`([?&]_state=)[^&"\s]*`)
-
-func redact(s string) string { return uploadState.ReplaceAllString(s, "${1}REDACTED") }
 
 func ratio(a, b int64) float64 {
 	if b <= 0 {
