@@ -99,8 +99,13 @@ func withoutInnerRetries(c remote.Client) remote.Client {
 // rewireTarget applies rewire to a registry target and returns
 // anything else unchanged.
 func rewireTarget[T any](t T, opts Options) T {
-	if r, ok := any(unwrapTarget(t)).(*remote.Repository); ok {
-		if o, ok := any(rewire(r, opts)).(T); ok {
+	switch u := any(unwrapTarget(t)).(type) {
+	case *remote.Repository:
+		if o, ok := any(rewire(u, opts)).(T); ok {
+			return o
+		}
+	case *URLSource:
+		if o, ok := any(u.watched(opts)).(T); ok {
 			return o
 		}
 	}

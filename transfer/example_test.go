@@ -1,11 +1,16 @@
 package transfer_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
+	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2"
@@ -112,4 +117,34 @@ func ExampleBlobErrors() {
 	// Output:
 	// application/vnd.example.weights source 1 true
 	// true
+}
+
+// A model registry's SDK hands out plain URLs (pre-signed object-store
+// links): OpenURL reads one as a reader that resumes with ranged GETs and
+// checks the digest; CopyGraph takes a URLSource as its source.
+func ExampleOpenURL() {
+	weights := []byte(strings.Repeat("weights", 1000))
+	desc := content.NewDescriptorFromBytes("application/vnd.example.weights", weights)
+	// Any server that honours Range; here a local one.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(weights))
+	}))
+	defer srv.Close()
+
+	src := &transfer.URLSource{
+		URL: func(ctx context.Context, d ocispec.Descriptor) (string, error) {
+			// Ask the registry's API for a fresh link here.
+			return srv.URL + "/" + d.Digest.Encoded(), nil
+		},
+	}
+	rc, err := transfer.OpenURL(context.Background(), src, desc, transfer.Options{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	fmt.Println(len(b), err)
+	// Output:
+	// 7000 <nil>
 }

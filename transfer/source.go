@@ -28,18 +28,22 @@ type source interface {
 }
 
 func newSource(s content.Fetcher) source {
-	if r, ok := unwrapTarget(s).(*remote.Repository); ok {
-		return &registrySource{repo: httpblob.FromRepository(r), fetcher: r}
+	switch t := unwrapTarget(s).(type) {
+	case *remote.Repository:
+		return &registrySource{openRange: httpblob.FromRepository(t).OpenRange, fetcher: t}
+	case *URLSource:
+		return &registrySource{openRange: t.openRange, fetcher: t}
 	}
 	return fetcherSource{s}
 }
 
-// registrySource continues a broken download with its own ranged GET.
-// oras-go's seekable reader is no help here: seeking to the current offset
-// after a failed read is a no-op, and it always opens a full GET first.
+// registrySource continues a broken download with its own ranged GET, from
+// a registry or from a URLSource. oras-go's seekable reader is no help
+// here: seeking to the current offset after a failed read is a no-op, and
+// it always opens a full GET first.
 type registrySource struct {
-	repo    *httpblob.Repo
-	fetcher content.Fetcher
+	openRange func(ctx context.Context, desc ocispec.Descriptor, offset int64) (io.ReadCloser, error)
+	fetcher   content.Fetcher // manifests, fetched whole
 	// rangeIgnored holds the digests whose ranged reads the registry
 	// answered with the whole blob, refused (416) or answered with the
 	// wrong bytes (a 206 whose Content-Range does not match): their later
@@ -58,10 +62,10 @@ func (s *registrySource) open(ctx context.Context, desc ocispec.Descriptor, offs
 		return rc, offset, err
 	}
 	if _, ok := s.rangeIgnored.Load(desc.Digest); ok {
-		rc, err := s.repo.OpenRange(ctx, desc, 0)
+		rc, err := s.openRange(ctx, desc, 0)
 		return rc, offset, err
 	}
-	rc, err := s.repo.OpenRange(ctx, desc, offset)
+	rc, err := s.openRange(ctx, desc, offset)
 	switch {
 	case errors.Is(err, httpblob.ErrRangeIgnored):
 		s.rangeIgnored.Store(desc.Digest, struct{}{})
@@ -69,7 +73,7 @@ func (s *registrySource) open(ctx context.Context, desc ocispec.Descriptor, offs
 	case errors.Is(err, httpblob.ErrRangeRefused), errors.Is(err, httpblob.ErrBadContentRange):
 		// Degrade, do not die: read from 0 and drop, as for a 200.
 		s.rangeIgnored.Store(desc.Digest, struct{}{})
-		rc, err := s.repo.OpenRange(ctx, desc, 0)
+		rc, err := s.openRange(ctx, desc, 0)
 		return rc, offset, err
 	}
 	return rc, 0, err
