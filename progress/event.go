@@ -87,7 +87,8 @@ type Event struct {
 	Reason string
 	// Op is, for Retrying, the operation whose attempt failed, when the
 	// emitter says: sturdy's are "resolve", "exists", "mount", "fetch",
-	// "push", "tag" and "predecessors". A retry of a manifest HEAD or of
+	// "push", "tag", "predecessors" and "delete"; a retry that concerns no
+	// descriptor yet (a tag's resolution) has a zero Desc. A retry of a manifest HEAD or of
 	// a tag is reported too, not only retries of a blob's bytes.
 	Op string
 	// Backoff is, for Retrying, the wait slept before the next attempt.

@@ -37,12 +37,14 @@ const (
 	errorCodeUnavailable     = "UNAVAILABLE"
 )
 
-// verdict classifies err with the caller's classifier, if any, between the
-// explicit marks and the built-in table.
-func (c Config) verdict(err error) Verdict {
+// Verdict classifies err as the loop does: explicit marks (Permanent,
+// Transient) first, then Classify if set, then the built-in table. The
+// loop never asks about an error of the caller's cancelled context: it
+// stops first.
+func (c Config) Verdict(err error) Verdict {
 	if c.Classify != nil && err != nil {
 		var o *overrideError
-		if !errors.As(err, &o) && !errors.Is(err, context.Canceled) {
+		if !errors.As(err, &o) {
 			if v, ok := c.Classify(err); ok {
 				if v.Reason == "" {
 					v.Reason = "caller's classifier"

@@ -100,7 +100,8 @@ type RetryInfo struct {
 	// Attempt is the 1-based number of the attempt that failed, counting
 	// every attempt of this Do call.
 	Attempt int
-	// Err is the attempt's error; Reason is ShortReason(Err).
+	// Err is the attempt's error; Reason is the classification's reason
+	// (ShortReason(Err), or Classify's).
 	Err    error
 	Reason string
 	// Backoff is the wait Do sleeps now, before the next attempt.

@@ -174,7 +174,7 @@ func (r *Retrier) Retry(ctx context.Context, err error, offset int64) error {
 	if ctx.Err() != nil {
 		return &Error{Attempts: r.attempts, Err: cancelled(ctx, err)}
 	}
-	v := r.cfg.verdict(err)
+	v := r.cfg.Verdict(err)
 	if !v.Retryable {
 		return &Error{Attempts: r.attempts, Err: err}
 	}

@@ -39,7 +39,8 @@ type blobMover struct {
 // newBlobMover moves blobs from src to dst, targets that rewireTarget
 // has already seen.
 func newBlobMover(src content.ReadOnlyStorage, dst content.Storage, opts Options) *blobMover {
-	opts.Observer = opts.observer()
+	// The Logger is folded into the Observer once: nothing logs twice.
+	opts.Observer, opts.Logger = opts.observer(), nil
 	m := &blobMover{opts: opts, src: newSource(src), dst: dst, wd: opts.watchdogConfig()}
 	if r, ok := unwrapTarget(src).(*remote.Repository); ok {
 		m.srcRepo = r
@@ -131,7 +132,7 @@ func (m *blobMover) mount(ctx context.Context, desc ocispec.Descriptor, ev *blob
 			continue
 		}
 		err := doMetadata(ctx, m.opts, opMount, ev, 0, func(ctx context.Context) error {
-			return mounter.Mount(ctx, desc, repo, func() (io.ReadCloser, error) { return nil, errNoMountFallback })
+			return mounter.Mount(ctx, desc, repo, func() (io.ReadCloser, error) { return nil, retrypolicy.Permanent(errNoMountFallback) })
 		})
 		if err == nil {
 			return repo, true
@@ -182,22 +183,25 @@ func (m *blobMover) pushWhole(ctx context.Context, desc ocispec.Descriptor, ev *
 		})
 		// The registry verifies before it answers the final request.
 		pctx, slot := captureRetryAfter(withPatience(actx, m.commitPatience(desc.Size)))
-		err = slot.attach(m.dst.Push(pctx, desc, hr))
+		body := &guardedReader{r: hr}
+		err = slot.attach(m.dst.Push(pctx, desc, body))
 		stop()
-		hr.Close()
+		// net/http may still be reading the body after a server answered
+		// early: end the attempt (which ends a source read in flight),
+		// then close the reader once no Read runs.
+		cut := actx.Err() != nil
+		body.close(func() { cancel(nil) })
 		if err == nil {
-			cancel(nil)
 			return nil
 		}
 		var re *readerError
-		if errors.As(hr.err, &re) {
+		if errors.As(body.err, &re) {
 			err = re.err
 		}
 		if (errors.Is(err, content.ErrMismatchedDigest) || digestRejected(err)) && !restartedAfterMismatch {
 			// A resumed stream may have joined two versions of the
 			// bytes, or a proxy flipped one: restart once from 0.
 			restartedAfterMismatch = true
-			cancel(nil)
 			if hr.resumes > 0 {
 				ev.note("digest mismatch after a resumed download; restarting from byte 0")
 			} else {
@@ -205,18 +209,51 @@ func (m *blobMover) pushWhole(ctx context.Context, desc ocispec.Descriptor, ev *
 			}
 			continue
 		}
-		if re != nil && actx.Err() == nil {
-			cancel(nil)
+		if re != nil && !cut {
 			return fromSource(err) // already retried as far as the policy allows
 		}
 		// Otherwise the attempt itself was cut (the destination stalled):
 		// the outer loop decides, and names the cause.
-		err = outer.Retry(ctx, err, 0)
-		cancel(nil)
-		if err != nil {
+		if err := outer.Retry(ctx, err, 0); err != nil {
 			return err
 		}
 	}
+}
+
+// guardedReader lets its owner close a reader that another goroutine (the
+// transport's body writer) may still be reading: close waits for a Read in
+// progress, and later Reads fail. err is the reader's own failure, if it
+// failed before close began.
+type guardedReader struct {
+	mu      sync.Mutex
+	r       *healingReader
+	closed  bool
+	closing atomic.Bool
+	err     error
+}
+
+func (g *guardedReader) Read(p []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return 0, errReaderClosed
+	}
+	n, err := g.r.Read(p)
+	if err != nil && err != io.EOF && !g.closing.Load() {
+		g.err = err
+	}
+	return n, err
+}
+
+// close ends a Read in flight with stop (which cancels what it waits on),
+// then closes the reader.
+func (g *guardedReader) close(stop func()) {
+	g.closing.Store(true)
+	stop()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.closed = true
+	g.r.Close()
 }
 
 // commitPatience bounds the registry's silence while it verifies a blob

@@ -52,8 +52,9 @@ func rewire(r *remote.Repository, opts Options) *remote.Repository {
 	if client == nil {
 		client = auth.DefaultClient
 	}
-	if _, ok := client.(registryClient); ok {
-		return r
+	if rc, ok := client.(registryClient); ok {
+		// Already rewired (by a Wrap): rewire again under these opts.
+		client = rc.Client
 	}
 	if !opts.KeepInnerRetries {
 		client = withoutInnerRetries(client)
@@ -99,7 +100,8 @@ func withoutInnerRetries(c remote.Client) remote.Client {
 // rewireTarget applies rewire to a registry target and returns
 // anything else unchanged.
 func rewireTarget[T any](t T, opts Options) T {
-	switch u := any(unwrapTarget(t)).(type) {
+	inner := unwrapTarget(t)
+	switch u := inner.(type) {
 	case *remote.Repository:
 		if o, ok := any(rewire(u, opts)).(T); ok {
 			return o
@@ -108,6 +110,10 @@ func rewireTarget[T any](t T, opts Options) T {
 		if o, ok := any(u.watched(opts)).(T); ok {
 			return o
 		}
+	}
+	// A Wrap's target, so that one retry loop runs, not two.
+	if o, ok := inner.(T); ok {
+		return o
 	}
 	return t
 }

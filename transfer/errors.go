@@ -100,7 +100,7 @@ func fromSource(err error) error {
 func originOf(err error) Origin {
 	var se *sourceError
 	var re *readerError
-	if errors.As(err, &se) || errors.As(err, &re) || errors.Is(err, content.ErrMismatchedDigest) {
+	if errors.As(err, &se) || errors.As(err, &re) || errors.Is(err, content.ErrMismatchedDigest) || digestRejected(err) {
 		// A digest mismatch found by the destination is still the
 		// source's content.
 		return OriginSource

@@ -265,7 +265,7 @@ func (g *graphCopier) copyNode(ctx context.Context, desc ocispec.Descriptor, tag
 }
 
 func (g *graphCopier) fail(ev *blobEvents, desc ocispec.Descriptor, err error) {
-	ev.failed(retrypolicy.ShortReason(err), err) // "canceled" when the caller cancelled
+	ev.failed(g.opts.Retry.Verdict(err).Reason, err) // "canceled" when the caller cancelled
 	g.mu.Lock()
 	g.errs = append(g.errs, blobError(desc, redacted(err)))
 	g.mu.Unlock()
@@ -300,24 +300,26 @@ func checkManifestSize(opts Options, desc ocispec.Descriptor) error {
 }
 
 func (g *graphCopier) pushManifest(ctx context.Context, desc ocispec.Descriptor, raw []byte, tag string, ev *blobEvents) error {
-	return doMetadata(ctx, g.opts, opPush, ev, desc.Size, func(ctx context.Context) error {
-		var err error
-		if tag != "" {
-			if rp, ok := unwrapTarget(g.dst).(registry.ReferencePusher); ok {
-				return rp.PushReference(ctx, desc, bytes.NewReader(raw), tag)
-			}
+	rp, byRef := unwrapTarget(g.dst).(registry.ReferencePusher)
+	err := doMetadata(ctx, g.opts, opPush, ev, desc.Size, func(ctx context.Context) error {
+		if tag != "" && byRef {
+			// A registry tags by pushing the manifest under the tag.
+			return rp.PushReference(ctx, desc, bytes.NewReader(raw), tag)
 		}
-		err = g.dst.Push(ctx, desc, bytes.NewReader(raw))
+		err := g.dst.Push(ctx, desc, bytes.NewReader(raw))
 		if errors.Is(err, errdef.ErrAlreadyExists) {
 			err = nil
 		}
-		if err != nil || tag == "" {
-			return err
-		}
-		tagger, ok := g.dst.(content.Tagger)
-		if !ok {
-			return retrypolicy.Permanent(fmt.Errorf("destination cannot tag %q: %w", tag, errdef.ErrUnsupported))
-		}
+		return err
+	})
+	if err != nil || tag == "" || byRef {
+		return err
+	}
+	tagger, ok := g.dst.(content.Tagger)
+	if !ok {
+		return retrypolicy.Permanent(fmt.Errorf("destination cannot tag %q: %w", tag, errdef.ErrUnsupported))
+	}
+	return doMetadata(ctx, g.opts, opTag, ev, 0, func(ctx context.Context) error {
 		return tagger.Tag(ctx, desc, tag)
 	})
 }

@@ -3,6 +3,8 @@ package transfer
 import (
 	"context"
 
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
 	"github.com/sturdyoci/sturdy/retrypolicy"
 )
 
@@ -25,16 +27,17 @@ const (
 func policy(opts Options, op string, ev *blobEvents) retrypolicy.Config {
 	cfg := opts.Retry
 	user := cfg.OnRetry
-	if user == nil && ev == nil {
-		return cfg
+	if ev == nil {
+		// An operation on no descriptor yet (a tag's resolution): its
+		// retries are events too, with a zero Desc, so that a Logger
+		// shows them.
+		ev = newBlobEvents(opts.observer(), ocispec.Descriptor{})
 	}
 	cfg.OnRetry = func(ri retrypolicy.RetryInfo) {
 		ri.Err = redacted(ri.Err)
 		ri.Op = op
-		if ev != nil {
-			ri.Desc = ev.desc
-			ev.retrying(ri, op)
-		}
+		ri.Desc = ev.desc
+		ev.retrying(ri, op)
 		if user != nil {
 			user(ri)
 		}

@@ -177,7 +177,7 @@ func (w *requestWatch) explain(parent, ctx context.Context, err error) error {
 type silenceError struct{ d time.Duration }
 
 func (e *silenceError) Error() string {
-	return fmt.Sprintf("%v: the registry sent nothing for %s", retrypolicy.ErrStalled, e.d)
+	return fmt.Sprintf("%v: the server sent nothing for %s", retrypolicy.ErrStalled, e.d)
 }
 func (e *silenceError) Unwrap() error { return retrypolicy.ErrStalled }
 

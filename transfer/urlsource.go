@@ -35,7 +35,8 @@ type URLSource struct {
 	// Client sends the requests; nil means http.DefaultClient. Give it no
 	// retrying transport: sturdy's loop is the one retry layer.
 	Client *http.Client
-	// Header is added to every request (an API key, say).
+	// Header is added to every request (an API key, say), and dropped
+	// when a redirect leaves the URL's host.
 	Header http.Header
 
 	stall time.Duration // from Options, set by rewireTarget: every request watched
@@ -75,11 +76,34 @@ func (s *URLSource) openRange(ctx context.Context, desc ocispec.Descriptor, offs
 	return httpblob.OpenURL(ctx, watchedDoer{s.client(), s.stall}, u, s.Header, desc, offset)
 }
 
+// client returns the client, made to drop Header's keys when a redirect
+// leaves the URL's host: an API key meant for the registry must not reach
+// the storage it redirects to (net/http forwards custom headers).
 func (s *URLSource) client() *http.Client {
+	c := http.DefaultClient
 	if s.Client != nil {
-		return s.Client
+		c = s.Client
 	}
-	return http.DefaultClient
+	if len(s.Header) == 0 {
+		return c
+	}
+	cc := *c
+	prev := c.CheckRedirect
+	cc.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if len(via) > 0 && req.URL.Host != via[0].URL.Host {
+			for k := range s.Header {
+				req.Header.Del(k)
+			}
+		}
+		if prev != nil {
+			return prev(req, via)
+		}
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		return nil
+	}
+	return &cc
 }
 
 // watched returns s whose requests are watched for silence under opts.
@@ -112,7 +136,7 @@ func OpenURL(ctx context.Context, src *URLSource, desc ocispec.Descriptor, opts 
 	if err := httpblob.ValidateDigest(desc); err != nil {
 		return nil, blobError(desc, fromSource(err))
 	}
-	opts.Observer = opts.observer()
+	opts.Observer, opts.Logger = opts.observer(), nil
 	ev := newBlobEvents(opts.Observer, desc)
 	ret, err := retrypolicy.NewRetrier(policy(opts, opFetch, ev), desc.Size)
 	if err != nil {

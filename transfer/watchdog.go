@@ -1,6 +1,7 @@
 package transfer
 
 import (
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -114,8 +115,9 @@ func watch(cfg watchdogConfig, moved *atomic.Int64, clk clock, cut func(error)) 
 			}
 		}
 	}()
+	var once sync.Once
 	return func() {
-		close(done)
+		once.Do(func() { close(done) })
 		<-finished
 	}
 }

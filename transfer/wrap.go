@@ -184,7 +184,7 @@ func (w *wrapped) Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader
 	m := *w.mover
 	m.src = readerSource(r)
 	if err := m.send(ctx, desc, ev); err != nil {
-		ev.failed(retrypolicy.ShortReason(err), err)
+		ev.failed(w.opts.Retry.Verdict(err).Reason, err)
 		return blobError(desc, redacted(err))
 	}
 	return nil
@@ -287,7 +287,8 @@ func (i rpImpl) PushReference(ctx context.Context, desc ocispec.Descriptor, r io
 // Mount implements registry.Mounter. When the registry declines to mount,
 // oras-go would push getContent's reader itself, monolithically, with no
 // resume and no events; the blob goes through Push instead (the resumable
-// upload). With a nil getContent, oras-go's own fallback (a fetch from
+// upload). The session the declined mount opened is left to the registry
+// to collect, as after any declined mount. With a nil getContent, oras-go's own fallback (a fetch from
 // fromRepo) is kept.
 func (i moImpl) Mount(ctx context.Context, desc ocispec.Descriptor, fromRepo string, getContent func() (io.ReadCloser, error)) error {
 	w := i.w
@@ -301,7 +302,7 @@ func (i moImpl) Mount(ctx context.Context, desc ocispec.Descriptor, fromRepo str
 		})
 	}
 	err := w.do(ctx, opMount, desc, func(ctx context.Context) error {
-		return mounter.Mount(ctx, desc, fromRepo, func() (io.ReadCloser, error) { return nil, errNoMountFallback })
+		return mounter.Mount(ctx, desc, fromRepo, func() (io.ReadCloser, error) { return nil, retrypolicy.Permanent(errNoMountFallback) })
 	})
 	if !errors.Is(err, errNoMountFallback) {
 		return err

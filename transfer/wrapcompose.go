@@ -171,11 +171,17 @@ type repositoryExtras interface {
 
 // Referrers implements registry.ReferrerLister.
 func (w *wrappedRepository) Referrers(ctx context.Context, desc ocispec.Descriptor, artifactType string, fn func([]ocispec.Descriptor) error) error {
+	if w.invalid != nil {
+		return w.invalid
+	}
 	return redacted(w.t.(repositoryExtras).Referrers(ctx, desc, artifactType, fn))
 }
 
 // Tags implements registry.TagLister.
 func (w *wrappedRepository) Tags(ctx context.Context, last string, fn func([]string) error) error {
+	if w.invalid != nil {
+		return w.invalid
+	}
 	return redacted(w.t.(repositoryExtras).Tags(ctx, last, fn))
 }
 
@@ -189,5 +195,8 @@ func (w *wrappedRepository) Delete(ctx context.Context, target ocispec.Descripto
 // ParseReference lets oras-go's Tag and TagN resolve references the
 // repository's way (and scope their auth), as on the repository itself.
 func (w *wrappedRepository) ParseReference(reference string) (registry.Reference, error) {
+	if w.invalid != nil {
+		return registry.Reference{}, w.invalid
+	}
 	return w.t.(repositoryExtras).ParseReference(reference)
 }
