@@ -12,7 +12,6 @@ import (
 	"oras.land/oras-go/v2/errdef"
 
 	"github.com/sturdyoci/sturdy/internal/httpblob"
-	"github.com/sturdyoci/sturdy/retrypolicy"
 )
 
 // URLSource reads blobs from plain HTTP(S) URLs, the way many model
@@ -137,18 +136,5 @@ func OpenURL(ctx context.Context, src *URLSource, desc ocispec.Descriptor, opts 
 		return nil, blobError(desc, fromSource(err))
 	}
 	opts.Observer, opts.Logger = opts.observer(), nil
-	ev := newBlobEvents(opts.Observer, desc)
-	ret, err := retrypolicy.NewRetrier(policy(opts, opFetch, ev), desc.Size)
-	if err != nil {
-		return nil, err
-	}
-	hr := newHealingReader(ctx, desc, newSource(src.watched(opts)), ret, opts.watchdogConfig(), ev, 0)
-	if err := hr.prime(); err != nil {
-		hr.Close()
-		if re, ok := finalReaderError(err); ok {
-			err = re
-		}
-		return nil, blobError(desc, fromSource(redacted(err)))
-	}
-	return &fetchedBlob{hr: hr}, nil
+	return openFetched(ctx, desc, newSource(src.watched(opts)), opts)
 }

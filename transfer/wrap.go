@@ -125,14 +125,20 @@ func (w *wrapped) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCl
 		}
 		return io.NopCloser(bytes.NewReader(raw)), nil
 	}
-	ev := newBlobEvents(w.mover.opts.Observer, desc)
-	ret, err := retrypolicy.NewRetrier(policy(w.mover.opts, opFetch, ev), desc.Size)
+	return openFetched(ctx, desc, w.mover.src, w.mover.opts)
+}
+
+// openFetched returns a healing reader of desc from src for a caller,
+// opened at once, so that a blob that is not there fails here, where
+// oras-go expects it, and not on the first Read. opts.Observer already
+// includes the Logger.
+func openFetched(ctx context.Context, desc ocispec.Descriptor, src source, opts Options) (io.ReadCloser, error) {
+	ev := newBlobEvents(opts.Observer, desc)
+	ret, err := retrypolicy.NewRetrier(policy(opts, opFetch, ev), desc.Size)
 	if err != nil {
 		return nil, err
 	}
-	hr := newHealingReader(ctx, desc, w.mover.src, ret, w.mover.wd, ev, 0)
-	// Open now, so that a blob that is not there fails here, where
-	// oras-go expects it, and not on the first Read.
+	hr := newHealingReader(ctx, desc, src, ret, opts.watchdogConfig(), ev, 0)
 	if err := hr.prime(); err != nil {
 		hr.Close()
 		if re, ok := finalReaderError(err); ok {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
@@ -316,5 +317,20 @@ func waitFor(d time.Duration, cond func() bool) bool {
 			return false
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// answerUploadStatus answers every upload-status GET itself with status and
+// an OCI error body, as a registry without a usable status query does.
+func answerUploadStatus(status int, code, message string) func(p *thinProxy, w http.ResponseWriter, r *http.Request) bool {
+	return func(p *thinProxy, w http.ResponseWriter, r *http.Request) bool {
+		if !isUploadStatusGet(r) {
+			return false
+		}
+		p.hits.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		_, _ = fmt.Fprintf(w, `{"errors":[{"code":%q,"message":%q}]}`, code, message)
+		return true
 	}
 }

@@ -655,16 +655,7 @@ func TestHostileImpossibleUploadOffset(t *testing.T) {
 func TestHostileUploadStatusUnsupported(t *testing.T) {
 	reg := registrytest.New(t)
 	a := newArtifact(t, 4*MiB)
-	proxy := newThinProxy(t, reg, func(p *thinProxy, w http.ResponseWriter, r *http.Request) bool {
-		if !isUploadStatusGet(r) {
-			return false
-		}
-		p.hits.Add(1)
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusBadRequest)
-		_, _ = io.WriteString(w, `{"errors":[{"code":"UNSUPPORTED","message":"The operation is unsupported."}]}`)
-		return true
-	}, nil)
+	proxy := newThinProxy(t, reg, answerUploadStatus(http.StatusBadRequest, "UNSUPPORTED", "The operation is unsupported."), nil)
 	reg.ResetStats()
 	ev := pushWithStatusLie(t, reg, proxy, a, "nostatus")
 	if len(ev.notesContaining("cannot report an upload's offset")) == 0 {

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -22,16 +21,7 @@ import (
 func TestQuirkHarborStatus416(t *testing.T) {
 	reg := registrytest.New(t)
 	a := newArtifact(t, 4*MiB)
-	proxy := newThinProxy(t, reg, func(p *thinProxy, w http.ResponseWriter, r *http.Request) bool {
-		if !isUploadStatusGet(r) {
-			return false
-		}
-		p.hits.Add(1)
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
-		_, _ = io.WriteString(w, `{"errors":[{"code":"RANGE_INVALID","message":"invalid content range"}]}`)
-		return true
-	}, nil)
+	proxy := newThinProxy(t, reg, answerUploadStatus(http.StatusRequestedRangeNotSatisfiable, "RANGE_INVALID", "invalid content range"), nil)
 	ev := pushWithStatusLie(t, reg, proxy, a, "harbor")
 	if len(ev.notesContaining("cannot report an upload's offset")) == 0 {
 		t.Fatalf("no Note about the unusable status; notes %q", ev.reasons(progress.Note))
