@@ -68,25 +68,33 @@ func resolveRoot(ctx context.Context, src oras.ReadOnlyTarget, ref string, opts 
 			}
 			return err
 		}
-		desc, rc, err := rf.FetchReference(ctx, ref)
-		if err != nil {
-			return err
-		}
-		defer rc.Close()
-		if err := checkReferenced(desc); err != nil {
-			return err
-		}
-		if err := checkManifestSize(opts, desc); err != nil {
-			return retrypolicy.Permanent(err)
-		}
-		b, err := content.ReadAll(rc, desc)
-		if err != nil {
-			return err
-		}
-		root, raw = desc, b
-		return nil
+		var err error
+		root, raw, err = fetchReference(ctx, rf, ref, opts)
+		return err
 	})
 	return root, raw, err
+}
+
+// fetchReference is one attempt at reading the manifest ref names whole:
+// it must be a manifest (checkReferenced) within MaxMetadataBytes, and
+// its bytes must match its descriptor.
+func fetchReference(ctx context.Context, rf registry.ReferenceFetcher, ref string, opts Options) (ocispec.Descriptor, []byte, error) {
+	desc, rc, err := rf.FetchReference(ctx, ref)
+	if err != nil {
+		return ocispec.Descriptor{}, nil, err
+	}
+	defer rc.Close()
+	if err := checkReferenced(desc); err != nil {
+		return ocispec.Descriptor{}, nil, err
+	}
+	if err := checkManifestSize(opts, desc); err != nil {
+		return ocispec.Descriptor{}, nil, retrypolicy.Permanent(err)
+	}
+	raw, err := content.ReadAll(rc, desc)
+	if err != nil {
+		return ocispec.Descriptor{}, nil, err
+	}
+	return desc, raw, nil
 }
 
 // CopyGraph copies the graph rooted at root from src to dst, like

@@ -30,18 +30,18 @@ type source interface {
 func newSource(s content.Fetcher) source {
 	switch t := unwrapTarget(s).(type) {
 	case *remote.Repository:
-		return &registrySource{openRange: httpblob.FromRepository(t).OpenRange, fetcher: t}
+		return &rangedSource{openRange: httpblob.FromRepository(t).OpenRange, fetcher: t}
 	case *URLSource:
-		return &registrySource{openRange: t.openRange, fetcher: t}
+		return &rangedSource{openRange: t.openRange, fetcher: t}
 	}
 	return fetcherSource{s}
 }
 
-// registrySource continues a broken download with its own ranged GET, from
+// rangedSource continues a broken download with its own ranged GET, from
 // a registry or from a URLSource. oras-go's seekable reader is no help
 // here: seeking to the current offset after a failed read is a no-op, and
 // it always opens a full GET first.
-type registrySource struct {
+type rangedSource struct {
 	openRange func(ctx context.Context, desc ocispec.Descriptor, offset int64) (io.ReadCloser, error)
 	fetcher   content.Fetcher // manifests, fetched whole
 	// rangeIgnored holds the digests whose ranged reads the registry
@@ -53,9 +53,9 @@ type registrySource struct {
 	rangeIgnored sync.Map // digest.Digest -> struct{}
 }
 
-func (s *registrySource) network() bool { return true }
+func (s *rangedSource) network() bool { return true }
 
-func (s *registrySource) open(ctx context.Context, desc ocispec.Descriptor, offset int64) (io.ReadCloser, int64, error) {
+func (s *rangedSource) open(ctx context.Context, desc ocispec.Descriptor, offset int64) (io.ReadCloser, int64, error) {
 	if isManifest(desc) {
 		// Manifests live under /manifests/; they are small and fetched whole.
 		rc, err := s.fetcher.Fetch(ctx, desc)

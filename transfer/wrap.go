@@ -254,19 +254,8 @@ func (i rfImpl) FetchReference(ctx context.Context, ref string) (ocispec.Descrip
 	var d ocispec.Descriptor
 	var raw []byte
 	err := w.do(ctx, opResolve, ocispec.Descriptor{}, func(ctx context.Context) error {
-		desc, rc, err := w.t.(registry.ReferenceFetcher).FetchReference(ctx, ref)
-		if err != nil {
-			return err
-		}
-		defer rc.Close()
-		if err := checkReferenced(desc); err != nil {
-			return err
-		}
-		if err := checkManifestSize(w.opts, desc); err != nil {
-			return retrypolicy.Permanent(err)
-		}
-		raw, err = content.ReadAll(rc, desc)
-		d = desc
+		var err error
+		d, raw, err = fetchReference(ctx, w.t.(registry.ReferenceFetcher), ref, w.opts)
 		return err
 	})
 	if err != nil {
