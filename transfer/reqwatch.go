@@ -31,6 +31,16 @@ import (
 
 type patienceKey struct{}
 
+type watchedKey struct{}
+
+// alreadyWatched marks requests made with ctx as watched by their caller
+// (a healing reader's watchdog runs from the request on, on the time spent
+// waiting for the source): watching them again would only cost a goroutine
+// and two clock reads per Read.
+func alreadyWatched(ctx context.Context) context.Context {
+	return context.WithValue(ctx, watchedKey{}, true)
+}
+
 // withPatience lets PUT requests made with ctx wait up to d for their
 // response headers once their body is sent, instead of the stall timeout.
 func withPatience(ctx context.Context, d time.Duration) context.Context {
@@ -55,7 +65,7 @@ func commitPatience(stall time.Duration, cfg retrypolicy.Config, size int64) tim
 func watchRequest(c interface {
 	Do(*http.Request) (*http.Response, error)
 }, req *http.Request, stall time.Duration) (*http.Response, error) {
-	if stall <= 0 {
+	if watched, _ := req.Context().Value(watchedKey{}).(bool); stall <= 0 || watched {
 		resp, err := c.Do(req)
 		return resp, redactURLError(err)
 	}

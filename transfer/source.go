@@ -250,7 +250,7 @@ func (r *healingReader) open() {
 	// and never answers has stalled too.
 	stop := watch(r.wd, r.moved, r.active.elapsed, r.ret.Cancel)
 	r.active.enter()
-	body, skip, err := r.src.open(actx, r.desc, r.offset)
+	body, skip, err := r.src.open(alreadyWatched(actx), r.desc, r.offset)
 	r.active.leave()
 	if err != nil {
 		stop()
