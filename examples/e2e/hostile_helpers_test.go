@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -93,51 +92,6 @@ func (p *thinProxy) repo(t testing.TB, reg *registrytest.Registry, name string) 
 	return r
 }
 
-// kindOf tells a registry request's kind as registrytest does (method and
-// path), for the client-side recorder and the proxies.
-var v2Route = regexp.MustCompile(`^/v2/(.+)/(blobs|manifests|tags)/(.*)$`)
-
-func kindOf(r *http.Request) registrytest.Kind {
-	m := v2Route.FindStringSubmatch(r.URL.Path)
-	if m == nil {
-		return registrytest.Other
-	}
-	rest := m[3]
-	switch {
-	case m[2] == "blobs" && (rest == "uploads/" || rest == "uploads"):
-		if r.Method == http.MethodPost {
-			return registrytest.UploadPost
-		}
-	case m[2] == "blobs" && strings.HasPrefix(rest, "uploads/"):
-		switch r.Method {
-		case http.MethodPatch:
-			return registrytest.UploadPatch
-		case http.MethodPut:
-			return registrytest.UploadPut
-		case http.MethodGet, http.MethodHead:
-			return registrytest.UploadStatus
-		case http.MethodDelete:
-			return registrytest.UploadDelete
-		}
-	case m[2] == "blobs":
-		switch r.Method {
-		case http.MethodGet:
-			return registrytest.BlobGet
-		case http.MethodHead:
-			return registrytest.BlobHead
-		}
-	case m[2] == "manifests":
-		switch r.Method {
-		case http.MethodGet:
-			return registrytest.ManifestGet
-		case http.MethodHead:
-			return registrytest.ManifestHead
-		case http.MethodPut:
-			return registrytest.ManifestPut
-		}
-	}
-	return registrytest.Other
-}
 
 // trip is one request as the client saw it: how long it waited for its
 // response headers (or its error) and how it ended.
@@ -160,7 +114,7 @@ type recorder struct {
 func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 	start := time.Now()
 	resp, err := r.base.RoundTrip(req)
-	tr := trip{Kind: kindOf(req), Digest: req.URL.Query().Get("digest"), Took: time.Since(start), Err: err}
+	tr := trip{Kind: registrytest.KindOf(req), Digest: req.URL.Query().Get("digest"), Took: time.Since(start), Err: err}
 	if resp != nil {
 		tr.Status = resp.StatusCode
 	}

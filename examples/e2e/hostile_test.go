@@ -363,7 +363,7 @@ func TestHostilePresignedURLNotLeaked(t *testing.T) {
 	secrets := []string{"TOK1", "TOK2", "SIG1", "SIG2", "SIG3"}
 	storage := "http://" + closed + "/bucket/blob?security-token=TOK1&x-oss-signature=SIG1&q-signature=SIG2&x-cos-security-token=TOK2&X-Amz-Signature=SIG3"
 	proxy := newThinProxy(t, reg, func(p *thinProxy, w http.ResponseWriter, r *http.Request) bool {
-		if kindOf(r) != registrytest.BlobGet {
+		if registrytest.KindOf(r) != registrytest.BlobGet {
 			return false
 		}
 		p.hits.Add(1)
@@ -546,7 +546,7 @@ func TestHostileBadContentRangeDegrades(t *testing.T) {
 	a := newArtifact(t, 4*MiB)
 	seed(t, reg, "bad206", a)
 	proxy := newThinProxy(t, reg, nil, func(p *thinProxy, resp *http.Response) error {
-		if resp.StatusCode != http.StatusPartialContent || kindOf(resp.Request) != registrytest.BlobGet {
+		if resp.StatusCode != http.StatusPartialContent || registrytest.KindOf(resp.Request) != registrytest.BlobGet {
 			return nil
 		}
 		var start, end, size int64
@@ -567,7 +567,7 @@ func TestHostileRangeRefusedDegrades(t *testing.T) {
 	a := newArtifact(t, 4*MiB)
 	seed(t, reg, "range416", a)
 	proxy := newThinProxy(t, reg, func(p *thinProxy, w http.ResponseWriter, r *http.Request) bool {
-		if kindOf(r) != registrytest.BlobGet || r.Header.Get("Range") == "" {
+		if registrytest.KindOf(r) != registrytest.BlobGet || r.Header.Get("Range") == "" {
 			return false
 		}
 		p.hits.Add(1)
@@ -617,7 +617,7 @@ func pushWithStatusLie(t *testing.T, reg *registrytest.Registry, proxy *thinProx
 }
 
 func isUploadStatusGet(r *http.Request) bool {
-	return r.Method == http.MethodGet && kindOf(r) == registrytest.UploadStatus
+	return r.Method == http.MethodGet && registrytest.KindOf(r) == registrytest.UploadStatus
 }
 
 // 6c. An upload status claiming more bytes than the blob has: nothing it

@@ -333,6 +333,11 @@ type reqInfo struct {
 // takes repository names with slashes.
 var route = regexp.MustCompile(`^/v2/(.+)/(blobs|manifests|tags)/(.*)$`)
 
+// KindOf tells the kind of a registry request by its method and path, as
+// rules match it: for a thin handler in front of the registry, or a
+// client-side recorder, that needs to know what a request is.
+func KindOf(req *http.Request) Kind { return classify(req).kind }
+
 func classify(req *http.Request) reqInfo {
 	if req.URL.Path == "/token" {
 		return reqInfo{kind: Token}
