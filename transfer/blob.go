@@ -474,40 +474,37 @@ func (u *chunkedUpload) attempt(ctx context.Context, ret *retrypolicy.Retrier) e
 		u.patched = true
 		from := u.committed
 		err := u.patch(ctx, ret)
-		if errors.Is(err, httpblob.ErrChunkTooLarge) {
-			// A proxy's or the registry's body limit (413): smaller
-			// chunks, whatever was sent before.
+		// A body limit (413 from a proxy or the registry), or a 416 when
+		// nothing was sent on the session yet (both sides are at 0, so it
+		// refuses the chunk itself, not its offset: GHCR above 4 MiB):
+		// smaller chunks.
+		tooLarge := errors.Is(err, httpblob.ErrChunkTooLarge)
+		if tooLarge || (errors.Is(err, httpblob.ErrOffsetMismatch) && first && u.committed == 0) {
 			if !u.shrinkChunk() {
 				return fmt.Errorf("%w: the registry refuses chunks of %d bytes: %w", httpblob.ErrChunkedUnsupported, u.chunkLen(), err)
 			}
-			u.stale = true
+			if !tooLarge {
+				u.patched = false
+				continue
+			}
+			// What a 413'd PATCH left is the registry's to say.
 			n, serr := u.status(ctx)
 			if serr != nil {
 				return serr
 			}
-			u.committed, u.stale = n, false
-			continue
-		}
-		if errors.Is(err, httpblob.ErrOffsetMismatch) && first && u.committed == 0 {
-			// Nothing was sent on this session: both sides are at 0, so
-			// a 416 refuses the chunk itself, not its offset (GHCR
-			// answers a PATCH body above 4 MiB so). Send smaller ones.
-			if !u.shrinkChunk() {
-				return fmt.Errorf("%w: the registry refuses chunks of %d bytes: %w", httpblob.ErrChunkedUnsupported, u.chunkLen(), err)
-			}
-			u.patched = false
+			u.committed = n
 			continue
 		}
 		if errors.Is(err, httpblob.ErrOffsetMismatch) && mismatches < 3 {
 			// The registry's offset differs from ours; it may still be
 			// recording a broken PATCH. Ask again, a moment later.
 			mismatches++
-			if err := ctxsleep.Sleep(ctx, time.Duration(mismatches)*50*time.Millisecond); err != nil {
-				return err
+			if serr := ctxsleep.Sleep(ctx, time.Duration(mismatches)*50*time.Millisecond); serr != nil {
+				return serr
 			}
-			n, err := u.status(ctx)
-			if err != nil {
-				return err
+			n, serr := u.status(ctx)
+			if serr != nil {
+				return serr
 			}
 			u.committed = n
 			if n == from && n > 0 && mismatches >= 2 {
