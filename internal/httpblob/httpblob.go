@@ -177,10 +177,16 @@ func OpenURL(ctx context.Context, client Doer, u string, header http.Header, des
 	}
 }
 
-// hasCode reports whether err carries the registry error code.
-func hasCode(err error, code string) bool {
+// notFoundOnUpload reads a 404 on an upload URL: BLOB_UPLOAD_UNKNOWN is a
+// session the registry lost (the caller starts a new one); anything else
+// is a route the registry does not have, wrapped in unsupported.
+func notFoundOnUpload(resp *http.Response, unsupported error) error {
+	err := retrypolicy.FromResponse(resp)
 	var se *retrypolicy.StatusError
-	return errors.As(err, &se) && slices.Contains(se.Codes, code)
+	if errors.As(err, &se) && slices.Contains(se.Codes, errcode.ErrorCodeBlobUploadUnknown) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", unsupported, err)
 }
 
 // parseContentRange reads "bytes a-b/size" (size may be "*": -1).
@@ -307,12 +313,7 @@ func (up *Upload) Status(ctx context.Context) (int64, error) {
 		http.StatusRequestedRangeNotSatisfiable:
 		return 0, fmt.Errorf("%w: %w", ErrNoUploadStatus, retrypolicy.FromResponse(resp))
 	case http.StatusNotFound:
-		err := retrypolicy.FromResponse(resp)
-		if !hasCode(err, errcode.ErrorCodeBlobUploadUnknown) {
-			// A route the registry does not have, not a session it lost.
-			return 0, fmt.Errorf("%w: %w", ErrNoUploadStatus, err)
-		}
-		return 0, err
+		return 0, notFoundOnUpload(resp, ErrNoUploadStatus)
 	default:
 		return 0, retrypolicy.FromResponse(resp)
 	}
@@ -399,11 +400,7 @@ func (up *Upload) Patch(ctx context.Context, body io.ReadCloser, n int64, getBod
 		// still can.
 		return fmt.Errorf("%w: %w", ErrChunkedUnsupported, retrypolicy.FromResponse(resp))
 	case http.StatusNotFound:
-		err := retrypolicy.FromResponse(resp)
-		if !hasCode(err, errcode.ErrorCodeBlobUploadUnknown) {
-			return fmt.Errorf("%w: %w", ErrChunkedUnsupported, err)
-		}
-		return err
+		return notFoundOnUpload(resp, ErrChunkedUnsupported)
 	default:
 		return retrypolicy.FromResponse(resp)
 	}
