@@ -49,7 +49,7 @@ func (o Origin) String() string {
 }
 
 func (e *BlobError) Error() string {
-	return fmt.Sprintf("%s %s (%d bytes): %s: %d attempt(s): %s", nodeKind(e.Desc), e.Desc.Digest, e.Desc.Size, e.Origin, e.Attempts, redactText(e.Err.Error()))
+	return fmt.Sprintf("%s %s (%d bytes): %s: %d attempt(s): %s", nodeKind(e.Desc), e.Desc.Digest, e.Desc.Size, e.Origin, e.Attempts, Redact(e.Err.Error()))
 }
 
 // BlobErrors returns every *BlobError in err's tree, in order: the failed
@@ -132,11 +132,6 @@ func blobError(desc ocispec.Descriptor, err error) error {
 	return &BlobError{Desc: desc, Attempts: attempts, Origin: origin, Err: err}
 }
 
-// redactText applies sturdy's one redaction policy (internal/redact) to an
-// error text: oras-go's and net/http's errors quote request URLs whole,
-// pre-signed storage URLs after a redirect included.
-func redactText(s string) string { return redact.Text(s) }
-
 // Redact applies sturdy's redaction policy to any text, such as an error
 // from plain oras-go that a program is about to log: every query value of
 // a URL in it is replaced by REDACTED unless it is one of the distribution
@@ -151,7 +146,7 @@ func redacted(err error) error {
 	if err == nil {
 		return nil
 	}
-	if msg := err.Error(); redactText(msg) != msg {
+	if msg := err.Error(); Redact(msg) != msg {
 		return &redactedError{err}
 	}
 	return err
@@ -159,5 +154,5 @@ func redacted(err error) error {
 
 type redactedError struct{ err error }
 
-func (e *redactedError) Error() string { return redactText(e.err.Error()) }
+func (e *redactedError) Error() string { return Redact(e.err.Error()) }
 func (e *redactedError) Unwrap() error { return e.err }

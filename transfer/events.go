@@ -74,14 +74,14 @@ func (b *blobEvents) moved(n, offset int64) {
 	b.emit(progress.Event{Kind: progress.Progressed, Offset: offset})
 }
 
-// retrying reports a retry of op. Only a retry of the blob's bytes (fetch
+// retrying reports a retry of ri.Op. Only a retry of the blob's bytes (fetch
 // or push) moves the blob's attempt count: a retried HEAD is not an
 // attempt at the blob.
-func (b *blobEvents) retrying(ri retrypolicy.RetryInfo, op string) {
+func (b *blobEvents) retrying(ri retrypolicy.RetryInfo) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.emit(progress.Event{Kind: progress.Retrying, Op: op, Attempt: ri.Attempt, Offset: ri.Offset, Reason: ri.Reason, Backoff: ri.Backoff, Err: redacted(ri.Err)})
-	if op == opFetch || op == opPush {
+	b.emit(progress.Event{Kind: progress.Retrying, Op: ri.Op, Attempt: ri.Attempt, Offset: ri.Offset, Reason: ri.Reason, Backoff: ri.Backoff, Err: redacted(ri.Err)})
+	if ri.Op == opFetch || ri.Op == opPush {
 		b.attempt = ri.Attempt + 1
 	}
 }

@@ -37,7 +37,7 @@ func policy(opts Options, op string, ev *blobEvents) retrypolicy.Config {
 		ri.Err = redacted(ri.Err)
 		ri.Op = op
 		ri.Desc = ev.desc
-		ev.retrying(ri, op)
+		ev.retrying(ri)
 		if user != nil {
 			user(ri)
 		}
