@@ -95,10 +95,10 @@ type wrapped struct {
 	mover   *blobMover // its source reads w.t, its destination is w.t
 }
 
-// do runs op under the policy; desc, when not zero, is what op concerns,
-// and its retries are reported as its events.
 func (w *wrapped) wrappedTarget() oras.Target { return w.t }
 
+// do runs op under the policy; desc, when not zero, is what op concerns,
+// and its retries are reported as its events.
 func (w *wrapped) do(ctx context.Context, op string, desc ocispec.Descriptor, fn func(context.Context) error) error {
 	if w.invalid != nil {
 		return w.invalid
