@@ -53,15 +53,14 @@ func (c Config) Verdict(err error) Verdict {
 			}
 		}
 	}
-	cl := classify(err)
-	return Verdict{Retryable: cl.retryable, Reason: cl.reason}
+	return classify(err)
 }
 
 // IsRetryable reports whether another attempt may succeed. Unknown errors are
 // permanent: retrying "permission denied" for an hour only hides it. See the
 // package documentation for the full table.
 func IsRetryable(err error) bool {
-	return classify(err).retryable
+	return classify(err).Retryable
 }
 
 // ShortReason is a short human label for err's class, such as
@@ -69,7 +68,7 @@ func IsRetryable(err error) bool {
 // "stalled", for progress bars and logs. It never contains URLs or other
 // text taken from the error, so it cannot leak tokens. nil gives "".
 func ShortReason(err error) string {
-	return classify(err).reason
+	return classify(err).Reason
 }
 
 // Permanent marks err as not retryable, whatever its class. The mark is
@@ -98,30 +97,25 @@ type overrideError struct {
 func (e *overrideError) Error() string { return e.err.Error() }
 func (e *overrideError) Unwrap() error { return e.err }
 
-type class struct {
-	retryable bool
-	reason    string
-}
-
-func retry(reason string) class     { return class{retryable: true, reason: reason} }
-func permanent(reason string) class { return class{retryable: false, reason: reason} }
+func retry(reason string) Verdict     { return Verdict{Retryable: true, Reason: reason} }
+func permanent(reason string) Verdict { return Verdict{Retryable: false, Reason: reason} }
 
 // classify is the one place where errors are sorted. Order matters: explicit
 // marks first, then the loop's own sentinels, then caller cancellation (which
 // must win over a network error it caused), then HTTP status, then content
 // and registry sentinels, then transport errors from the innermost cause out.
-func classify(err error) class {
+func classify(err error) Verdict {
 	if err == nil {
-		return class{}
+		return Verdict{}
 	}
 	if o := (*overrideError)(nil); errors.As(err, &o) {
 		c := classify(o.err)
-		c.retryable = o.retryable
-		if c.reason == "" || c.reason == reasonUnknown {
+		c.Retryable = o.retryable
+		if c.Reason == "" || c.Reason == reasonUnknown {
 			if o.retryable {
-				c.reason = "transient error"
+				c.Reason = "transient error"
 			} else {
-				c.reason = "permanent error"
+				c.Reason = "permanent error"
 			}
 		}
 		return c
@@ -237,10 +231,10 @@ func isContextDeadline(err error) bool {
 // permanent registry code (DENIED, UNAUTHORIZED, NAME_UNKNOWN) wins over the
 // status, a retryable one (TOOMANYREQUESTS, UNAVAILABLE) wins over a status
 // that is otherwise permanent.
-func classifyStatus(err error) (class, bool) {
+func classifyStatus(err error) (Verdict, bool) {
 	code, codes, ok := statusOf(err)
 	if !ok {
-		return class{}, false
+		return Verdict{}, false
 	}
 	for _, c := range codes {
 		switch c {
@@ -270,7 +264,7 @@ func classifyStatus(err error) (class, bool) {
 		return retry(label), true
 	}
 	if code == 0 {
-		return class{}, false
+		return Verdict{}, false
 	}
 	return permanent(label), true
 }
@@ -297,7 +291,7 @@ func statusOf(err error) (code int, codes []string, ok bool) {
 
 // classifyErrno sorts operating system errors, wherever they sit in the chain
 // (*net.OpError, *os.SyscallError, *url.Error all unwrap to them).
-func classifyErrno(err error) (class, bool) {
+func classifyErrno(err error) (Verdict, bool) {
 	switch {
 	case errors.Is(err, syscall.ECONNRESET):
 		return retry("connection reset"), true
@@ -322,12 +316,12 @@ func classifyErrno(err error) (class, bool) {
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM), errors.Is(err, fs.ErrPermission):
 		return permanent("permission denied"), true
 	}
-	return class{}, false
+	return Verdict{}, false
 }
 
 // classifyTLS: certificate problems never fix themselves; a handshake that
 // timed out is left to the net.Error timeout rule.
-func classifyTLS(err error) (class, bool) {
+func classifyTLS(err error) (Verdict, bool) {
 	var (
 		verifyErr   *tls.CertificateVerificationError
 		unknownAuth x509.UnknownAuthorityError
@@ -347,7 +341,7 @@ func classifyTLS(err error) (class, bool) {
 	case errors.As(err, &alertErr):
 		return permanent("TLS alert"), true
 	}
-	return class{}, false
+	return Verdict{}, false
 }
 
 // h2StreamError has the shape of net/http's bundled http2StreamError, whose
@@ -372,7 +366,7 @@ const (
 	h2HTTP11Required     = 0xd
 )
 
-func classifyHTTP2(err error) (class, bool) {
+func classifyHTTP2(err error) (Verdict, bool) {
 	var se h2StreamError
 	if errors.As(err, &se) {
 		switch se.Code {
@@ -397,7 +391,7 @@ func classifyHTTP2(err error) (class, bool) {
 		// x/net/http2.StreamError, which lacks the bundle's As method.
 		return retry("HTTP/2 stream reset"), true
 	}
-	return class{}, false
+	return Verdict{}, false
 }
 
 // isServerClosedIdle matches net/http's unexported errServerClosedIdle: the
