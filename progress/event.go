@@ -87,9 +87,9 @@ type Event struct {
 	Reason string
 	// Op is, for Retrying, the operation whose attempt failed, when the
 	// emitter says: sturdy's are "resolve", "exists", "mount", "fetch",
-	// "push", "tag", "predecessors" and "delete"; a retry that concerns no
-	// descriptor yet (a tag's resolution) has a zero Desc. A retry of a manifest HEAD or of
-	// a tag is reported too, not only retries of a blob's bytes.
+	// "push", "tag", "predecessors" and "delete". Retries of a manifest
+	// HEAD or of a tag are reported too, not only a blob's bytes; one that
+	// concerns no descriptor yet (a tag's resolution) has a zero Desc.
 	Op string
 	// Backoff is, for Retrying, the wait slept before the next attempt.
 	Backoff time.Duration

@@ -117,8 +117,8 @@ type RetryInfo struct {
 	// Op and Desc say what the attempt was doing, when the code running
 	// the loop says so; Do leaves them empty. Package transfer sets Op to
 	// one of "resolve", "exists", "mount", "fetch", "push", "tag",
-	// "predecessors", "delete", and Desc to the blob or manifest concerned (empty
-	// for "resolve" and "predecessors").
+	// "predecessors", "delete", and Desc to the blob or manifest
+	// concerned (empty for "resolve" and "predecessors").
 	Op   string
 	Desc ocispec.Descriptor
 }
