@@ -36,7 +36,10 @@ type matrixRun struct {
 // short stall timeout, Retry-After read but capped, every event recorded.
 func newMatrixRun() *matrixRun {
 	m := &matrixRun{ev: &events{}}
-	m.opts = transfer.Options{Retry: fast(4), Observer: m.ev, StallTimeout: 400 * time.Millisecond}
+	// StallTimeout bounds the registry's silence while it verifies a PUT
+	// (plus 1 s per 32 MiB): under -race on 2 busy cores ggcr can take
+	// more than 1.4 s to hash 16 MiB, so 400 ms cut healthy commits.
+	m.opts = transfer.Options{Retry: fast(4), Observer: m.ev, StallTimeout: time.Second}
 	m.opts.Retry.MaxRetryAfter = matrixRetryAfter
 	m.opts.Retry.OnRetry = func(ri retrypolicy.RetryInfo) {
 		m.mu.Lock()
