@@ -91,6 +91,14 @@ type Event struct {
 	// HEAD or of a tag are reported too, not only a blob's bytes; one that
 	// concerns no descriptor yet (a tag's resolution) has a zero Desc.
 	Op string
+	// Range is, for Retrying and Resumed, the range of the blob whose
+	// connection failed or continues, when the blob is fetched over
+	// several connections (see transfer.Options.PullConnections); zero
+	// otherwise. Such an event concerns that range only: Offset is where
+	// the range stands (an absolute offset in the blob), Attempt counts
+	// the range's attempts, and the blob's committed offset is still the
+	// one its last Progressed reported.
+	Range Range
 	// Backoff is, for Retrying, the wait slept before the next attempt.
 	Backoff time.Duration
 	// Err is, for Retrying and Failed, the cause.
@@ -98,6 +106,20 @@ type Event struct {
 	// Time is when the event happened, set by the emitter. The zero Time
 	// means "now" to the Tracker.
 	Time time.Time
+}
+
+// Range is the byte range [Start, End) of a blob. The zero Range means
+// "the whole blob, over one connection".
+type Range struct {
+	Start, End int64
+}
+
+// IsZero reports whether r is the zero Range.
+func (r Range) IsZero() bool { return r == Range{} }
+
+// String returns "bytes a-b" (both ends included), as in HTTP.
+func (r Range) String() string {
+	return "bytes " + strconv.FormatInt(r.Start, 10) + "-" + strconv.FormatInt(r.End-1, 10)
 }
 
 // Observer receives transfer events. See the package documentation for the

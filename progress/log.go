@@ -17,6 +17,7 @@ const (
 	KeyOp      = "op"      // Event.Op
 	KeyBackoff = "backoff" // Event.Backoff, a time.Duration
 	KeyOffset  = "offset"  // Event.Offset in bytes
+	KeyRange   = "range"   // Event.Range, "bytes a-b", only when not zero
 	KeyWire    = "wire"    // Event.Wire in bytes, only when the emitter counted
 	KeyErr     = "err"     // Event.Err
 )
@@ -24,9 +25,9 @@ const (
 // Log returns an Observer that writes events to logger, at a level that
 // matches how much a person running the transfer needs to know:
 //
-//	Retrying                  Warn   digest size attempt op reason backoff offset wire err
+//	Retrying                  Warn   digest size attempt op reason backoff offset range wire err
 //	Failed                    Error  digest size attempt reason offset wire err
-//	Resumed                   Info   digest size attempt offset reason
+//	Resumed                   Info   digest size attempt offset range reason
 //	Mounted                   Info   digest size reason
 //	Note                      Info   digest size attempt reason (digest, size and attempt when known)
 //	Started                   Debug  digest size attempt
@@ -85,6 +86,7 @@ func (o logObserver) OnEvent(e Event) {
 		}
 		attrs = appendReason(attrs, e)
 		attrs = append(attrs, slog.Duration(KeyBackoff, e.Backoff), slog.Int64(KeyOffset, e.Offset))
+		attrs = appendRange(attrs, e)
 		attrs = appendWire(attrs, e)
 		attrs = appendErr(attrs, e)
 	case Failed:
@@ -96,6 +98,7 @@ func (o logObserver) OnEvent(e Event) {
 	case Resumed:
 		attrs = appendAttempt(attrs, e)
 		attrs = append(attrs, slog.Int64(KeyOffset, e.Offset))
+		attrs = appendRange(attrs, e)
 		attrs = appendReason(attrs, e)
 	case Note:
 		attrs = appendAttempt(attrs, e)
@@ -114,6 +117,13 @@ func (o logObserver) OnEvent(e Event) {
 		msg = "note"
 	}
 	logger.LogAttrs(ctx, level, msg, attrs...)
+}
+
+func appendRange(attrs []slog.Attr, e Event) []slog.Attr {
+	if e.Range.IsZero() {
+		return attrs
+	}
+	return append(attrs, slog.String(KeyRange, e.Range.String()))
 }
 
 func appendAttempt(attrs []slog.Attr, e Event) []slog.Attr {

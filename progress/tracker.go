@@ -410,6 +410,14 @@ func (t *Tracker) OnEvent(e Event) {
 		b.state.Last = at
 	}
 
+	if !e.Range.IsZero() && (e.Kind == Retrying || e.Kind == Resumed) {
+		// One connection of a blob fetched over several: counted, but
+		// the blob goes on at its own offset.
+		t.rangeEvent(b, e)
+		b.state.Wire = b.wire()
+		t.sampleRate(at)
+		return
+	}
 	switch e.Kind {
 	case Started:
 		if b.state.State != StatePending {
@@ -466,6 +474,19 @@ func (t *Tracker) OnEvent(e Event) {
 	}
 	b.state.Wire = b.wire()
 	t.sampleRate(at)
+}
+
+// rangeEvent counts a Retrying or Resumed of one range of b.
+func (t *Tracker) rangeEvent(b *blob, e Event) {
+	if e.Kind == Resumed {
+		t.resumes++
+		b.state.Resumes++
+	} else {
+		t.retries++
+		t.backoff += max(e.Backoff, 0)
+		b.state.Retries++
+	}
+	t.setReason(b, e)
 }
 
 // blob returns the entry for desc's digest, creating it on first sight.

@@ -41,7 +41,7 @@ type blobMover struct {
 func newBlobMover(src content.ReadOnlyStorage, dst content.Storage, opts Options) *blobMover {
 	// The Logger is folded into the Observer once: nothing logs twice.
 	opts.Observer, opts.Logger = opts.observer(), nil
-	m := &blobMover{opts: opts, src: newSource(src), dst: dst, wd: opts.watchdogConfig()}
+	m := &blobMover{opts: opts, src: newSource(src, opts), dst: dst, wd: opts.watchdogConfig()}
 	if r, ok := unwrapTarget(src).(*remote.Repository); ok {
 		m.srcRepo = r
 	}
@@ -562,7 +562,7 @@ func (u *chunkedUpload) patch(ctx context.Context, ret *retrypolicy.Retrier) err
 			return nil, err
 		}
 		hr := newHealingReader(ctx, u.desc, u.m.src, inner, u.m.wd, u.ev, start)
-		hr.moved, hr.busy = &moved, &busy
+		hr.moved, hr.busy, hr.end = &moved, &busy, start+n
 		mu.Lock()
 		readers = append(readers, hr)
 		mu.Unlock()

@@ -64,6 +64,10 @@ func (b *blobEvents) moved(n, offset int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.wire += n
+	b.progressLocked(offset)
+}
+
+func (b *blobEvents) progressLocked(offset int64) {
 	if b.obs == nil {
 		return
 	}
@@ -72,6 +76,37 @@ func (b *blobEvents) moved(n, offset int64) {
 	}
 	b.lastOffset, b.lastAt = offset, time.Now()
 	b.emit(progress.Event{Kind: progress.Progressed, Offset: offset})
+}
+
+// progressed emits a throttled Progressed event at offset, for bytes whose
+// wire was counted when they arrived (onWire).
+func (b *blobEvents) progressed(offset int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.progressLocked(offset)
+}
+
+// onWire counts n bytes that crossed the wire, not yet progress (a range
+// fetched ahead of the offset).
+func (b *blobEvents) onWire(n int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.wire += n
+}
+
+// rangeRetrying reports a retry of one range of a blob fetched over
+// several connections: it is not an attempt at the blob.
+func (b *blobEvents) rangeRetrying(ri retrypolicy.RetryInfo, r progress.Range) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.emit(progress.Event{Kind: progress.Retrying, Op: ri.Op, Attempt: ri.Attempt, Offset: ri.Offset, Range: r, Reason: ri.Reason, Backoff: ri.Backoff, Err: redacted(ri.Err)})
+}
+
+// rangeResumed reports that one range continues at offset.
+func (b *blobEvents) rangeResumed(r progress.Range, offset int64, attempt int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.emit(progress.Event{Kind: progress.Resumed, Offset: offset, Range: r, Attempt: attempt})
 }
 
 // retrying reports a retry of ri.Op. Only a retry of the blob's bytes (fetch
@@ -125,12 +160,4 @@ func (b *blobEvents) failed(reason string, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.emit(progress.Event{Kind: progress.Failed, Reason: reason, Err: redacted(err)})
-}
-
-// dropped counts bytes read only to be thrown away (a source that cannot
-// start mid-blob): they crossed the wire, they are not progress.
-func (b *blobEvents) dropped(n int64) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.wire += n
 }

@@ -22,6 +22,13 @@ const (
 	// never catches, set low enough that no working link trips it.
 	DefaultLowSpeedLimit int64 = 1 << 10
 	DefaultLowSpeedTime        = time.Minute
+	// DefaultPullConnections, DefaultMaxPullConnections and
+	// DefaultPullRangeSize: a large blob from a registry is fetched over
+	// up to 8 connections in ranges of 8 MiB, and one Copy opens at most
+	// 16 such connections at once. See Options.PullConnections.
+	DefaultPullConnections           = 8
+	DefaultMaxPullConnections        = 16
+	DefaultPullRangeSize       int64 = 8 << 20
 	// DefaultMaxMetadataBytes bounds a manifest or index read into memory,
 	// as oras-go does.
 	DefaultMaxMetadataBytes int64 = 4 << 20
@@ -71,6 +78,30 @@ type Options struct {
 	// proxies that limit request bodies. 0 streams the rest of the blob in
 	// one PATCH per attempt. A registry's OCI-Chunk-Min-Length raises it.
 	ChunkSize int64
+	// PullConnections is how many connections one blob read from a
+	// registry (or a URLSource) is fetched over: a blob of at least two
+	// PullRangeSize ranges is split into ranges fetched by concurrent
+	// ranged GETs, each continuing from its own last byte under its own
+	// retry loop, and handed to the destination as one ordered stream,
+	// verified as a whole. 0 means DefaultPullConnections; 1 fetches every
+	// blob over one connection. A registry that answers 429 or 503 to a
+	// range gets half as many connections for the rest of that blob; one
+	// that ignores Range gets one stream (with a progress.Note). Uploads
+	// are always one ordered stream: the OCI upload protocol is.
+	//
+	// Memory: a blob holds at most 2 x PullConnections ranges in memory
+	// (fetched ahead of the one the destination is reading), and one Copy
+	// at most 2 x MaxPullConnections, whatever the blob's size: 128 MiB
+	// per blob and 256 MiB per Copy with the defaults.
+	PullConnections int
+	// MaxPullConnections bounds the ranged connections open at once
+	// across one Copy, CopyGraph or Wrap; 0 means
+	// DefaultMaxPullConnections. Blobs fetched over one connection are
+	// bounded by Concurrency instead.
+	MaxPullConnections int
+	// PullRangeSize is the size of one range; 0 means
+	// DefaultPullRangeSize.
+	PullRangeSize int64
 	// Monolithic turns chunked uploads off: blobs are pushed with one PUT
 	// per attempt, restarting from byte 0 after a failure.
 	Monolithic bool
@@ -105,6 +136,9 @@ func (o Options) Validate() error {
 		{"LowSpeedTime", int64(o.LowSpeedTime)},
 		{"MaxMetadataBytes", o.MaxMetadataBytes},
 		{"ChunkSize", o.ChunkSize},
+		{"PullConnections", int64(o.PullConnections)},
+		{"MaxPullConnections", int64(o.MaxPullConnections)},
+		{"PullRangeSize", o.PullRangeSize},
 	} {
 		if f.v < 0 {
 			return fmt.Errorf("%w: %s is negative (%d); 0 means the default", ErrInvalidOptions, f.name, f.v)

@@ -20,19 +20,25 @@ import (
 // source opens a blob's content at an offset. It returns a reader and how
 // many leading bytes of it the caller must drop to reach offset (when the
 // source cannot seek or range).
+//
+// end is where the reader will stop (desc.Size but for a chunk of an
+// upload): a source that reads ahead does not read past it. ev, if not
+// nil, takes the events of a source that reports on its own connections.
 type source interface {
-	open(ctx context.Context, desc ocispec.Descriptor, offset int64) (rc io.ReadCloser, skip int64, err error)
+	open(ctx context.Context, desc ocispec.Descriptor, offset, end int64, ev *blobEvents) (rc io.ReadCloser, skip int64, err error)
 	// network reports whether reads cross a network, so that bytes read
 	// again count as wire bytes.
 	network() bool
 }
 
-func newSource(s content.Fetcher) source {
+// newSource reads s. Blobs from a registry or a URLSource are fetched over
+// several connections as opts say.
+func newSource(s content.Fetcher, opts Options) source {
 	switch t := unwrapTarget(s).(type) {
 	case *remote.Repository:
-		return &rangedSource{openRange: httpblob.FromRepository(t).OpenRange, fetcher: t}
+		return &rangedSource{openRange: httpblob.FromRepository(t).OpenRange, fetcher: t, par: newPullConfig(opts)}
 	case *URLSource:
-		return &rangedSource{openRange: t.openRange, fetcher: t}
+		return &rangedSource{openRange: t.openRange, fetcher: t, par: newPullConfig(opts)}
 	}
 	return fetcherSource{s}
 }
@@ -42,8 +48,9 @@ func newSource(s content.Fetcher) source {
 // here: seeking to the current offset after a failed read is a no-op, and
 // it always opens a full GET first.
 type rangedSource struct {
-	openRange func(ctx context.Context, desc ocispec.Descriptor, offset int64) (io.ReadCloser, error)
+	openRange func(ctx context.Context, desc ocispec.Descriptor, start, end int64) (io.ReadCloser, error)
 	fetcher   content.Fetcher // manifests, fetched whole
+	par       *pullConfig     // nil: one connection per blob
 	// rangeIgnored holds the digests whose ranged reads the registry
 	// answered with the whole blob, refused (416) or answered with the
 	// wrong bytes (a 206 whose Content-Range does not match): their later
@@ -51,21 +58,32 @@ type rangedSource struct {
 	// asking again. Per blob: one CDN edge's lie must not cost the
 	// siblings their resume.
 	rangeIgnored sync.Map // digest.Digest -> struct{}
+	// single holds the digests that go over one connection: the server
+	// did not serve one of their ranges as asked.
+	single sync.Map // digest.Digest -> struct{}
 }
 
 func (s *rangedSource) network() bool { return true }
 
-func (s *rangedSource) open(ctx context.Context, desc ocispec.Descriptor, offset int64) (io.ReadCloser, int64, error) {
+func (s *rangedSource) open(ctx context.Context, desc ocispec.Descriptor, offset, end int64, ev *blobEvents) (io.ReadCloser, int64, error) {
 	if isManifest(desc) {
 		// Manifests live under /manifests/; they are small and fetched whole.
 		rc, err := s.fetcher.Fetch(ctx, desc)
 		return rc, offset, err
 	}
 	if _, ok := s.rangeIgnored.Load(desc.Digest); ok {
-		rc, err := s.openRange(ctx, desc, 0)
+		rc, err := s.openRange(ctx, desc, 0, desc.Size)
 		return rc, offset, err
 	}
-	rc, err := s.openRange(ctx, desc, offset)
+	if _, ok := s.single.Load(desc.Digest); !ok && ev != nil && s.par.worth(end-offset) {
+		return s.openParallel(ctx, desc, offset, end, ev)
+	}
+	return s.openSingle(ctx, desc, offset)
+}
+
+// openSingle reads desc from offset to its end over one connection.
+func (s *rangedSource) openSingle(ctx context.Context, desc ocispec.Descriptor, offset int64) (io.ReadCloser, int64, error) {
+	rc, err := s.openRange(ctx, desc, offset, desc.Size)
 	switch {
 	case errors.Is(err, httpblob.ErrRangeIgnored):
 		s.rangeIgnored.Store(desc.Digest, struct{}{})
@@ -73,7 +91,7 @@ func (s *rangedSource) open(ctx context.Context, desc ocispec.Descriptor, offset
 	case errors.Is(err, httpblob.ErrRangeRefused), errors.Is(err, httpblob.ErrBadContentRange):
 		// Degrade, do not die: read from 0 and drop, as for a 200.
 		s.rangeIgnored.Store(desc.Digest, struct{}{})
-		rc, err := s.openRange(ctx, desc, 0)
+		rc, err := s.openRange(ctx, desc, 0, desc.Size)
 		return rc, offset, err
 	}
 	return rc, 0, err
@@ -86,7 +104,7 @@ type fetcherSource struct{ f content.Fetcher }
 
 func (s fetcherSource) network() bool { return false }
 
-func (s fetcherSource) open(ctx context.Context, desc ocispec.Descriptor, offset int64) (io.ReadCloser, int64, error) {
+func (s fetcherSource) open(ctx context.Context, desc ocispec.Descriptor, offset, _ int64, _ *blobEvents) (io.ReadCloser, int64, error) {
 	rc, err := s.f.Fetch(ctx, desc)
 	if err != nil || offset == 0 {
 		return rc, 0, err
@@ -115,12 +133,14 @@ type healingReader struct {
 	ev   *blobEvents
 
 	offset    int64
+	end       int64           // where the consumer stops: what a source may read ahead to
 	delivered atomic.Bool     // every byte was read: what follows is the consumer's business
 	digester  digest.Digester // nil: not verified here (began mid-blob, or the destination verifies)
 	resumes   int
 	notedDrop bool
 
 	body   io.ReadCloser
+	own    bool // body watches and counts its own connections (parallelBody)
 	skip   int64
 	cancel context.CancelCauseFunc
 	stopWD func()
@@ -131,7 +151,7 @@ type healingReader struct {
 }
 
 func newHealingReader(ctx context.Context, desc ocispec.Descriptor, src source, ret *retrypolicy.Retrier, wd watchdogConfig, ev *blobEvents, offset int64) *healingReader {
-	r := &healingReader{ctx: ctx, desc: desc, src: src, ret: ret, wd: wd, ev: ev, offset: offset,
+	r := &healingReader{ctx: ctx, desc: desc, src: src, ret: ret, wd: wd, ev: ev, offset: offset, end: desc.Size,
 		moved: new(atomic.Int64), active: new(activeClock), busy: new(activeClock)}
 	if err := httpblob.ValidateDigest(desc); err != nil {
 		// Never "unverified but fine".
@@ -210,7 +230,11 @@ func (r *healingReader) advance(b []byte) {
 	}
 	r.offset += n
 	r.moved.Add(n)
-	if r.ev != nil {
+	switch {
+	case r.ev == nil:
+	case r.own:
+		r.ev.progressed(r.offset) // its connections counted the wire
+	default:
 		r.ev.moved(n, r.offset)
 	}
 }
@@ -226,7 +250,7 @@ func (r *healingReader) drop() {
 		r.skip -= int64(n)
 		r.moved.Add(int64(n))
 		if r.ev != nil && r.src.network() {
-			r.ev.dropped(int64(n))
+			r.ev.onWire(int64(n)) // crossed the wire, not progress
 		}
 		if err != nil {
 			if err == io.EOF {
@@ -250,7 +274,7 @@ func (r *healingReader) open() {
 	// and never answers has stalled too.
 	stop := watch(r.wd, r.moved, r.active.elapsed, r.ret.Cancel)
 	r.active.enter()
-	body, skip, err := r.src.open(alreadyWatched(actx), r.desc, r.offset)
+	body, skip, err := r.src.open(alreadyWatched(actx), r.desc, r.offset, r.end, r.ev)
 	r.active.leave()
 	if err != nil {
 		stop()
@@ -260,6 +284,13 @@ func (r *healingReader) open() {
 		r.err = r.retry(err)
 		cancel(nil)
 		return
+	}
+	_, r.own = body.(interface{ selfWatched() })
+	if r.own {
+		// Each of its connections has a watchdog of its own; one on the
+		// ordered stream would cut them all for one slow range.
+		stop()
+		stop = func() {}
 	}
 	r.body, r.skip, r.cancel, r.stopWD = body, skip, cancel, stop
 	if skip > 0 && r.src.network() && !r.notedDrop && r.ev != nil {
@@ -279,6 +310,10 @@ func (r *healingReader) fail(err error) {
 }
 
 func (r *healingReader) retry(err error) error {
+	var re *readerError
+	if errors.As(err, &re) {
+		return re // a range of a parallel read used its attempts
+	}
 	if rerr := r.ret.Retry(r.ctx, err, r.offset); rerr != nil {
 		return &readerError{rerr}
 	}
@@ -356,13 +391,13 @@ func (s *streamSource) network() bool {
 	return ok && fb.hr.src.network()
 }
 
-func (s *streamSource) open(ctx context.Context, desc ocispec.Descriptor, offset int64) (io.ReadCloser, int64, error) {
+func (s *streamSource) open(ctx context.Context, desc ocispec.Descriptor, offset, end int64, ev *blobEvents) (io.ReadCloser, int64, error) {
 	if !s.used && offset == 0 {
 		s.used = true
 		return io.NopCloser(&countingStream{s}), 0, nil
 	}
 	if fb, ok := s.r.(*fetchedBlob); ok {
-		return fb.hr.src.open(ctx, desc, offset)
+		return fb.hr.src.open(ctx, desc, offset, end, ev)
 	}
 	if sk, ok := s.r.(io.Seeker); ok {
 		if _, err := sk.Seek(offset, io.SeekStart); err != nil {

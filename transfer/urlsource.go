@@ -44,7 +44,7 @@ type URLSource struct {
 // Fetch implements content.Fetcher: one GET of the whole content, not
 // verified (as any Fetcher; CopyGraph and OpenURL verify).
 func (s *URLSource) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
-	return s.openRange(ctx, desc, 0)
+	return s.openRange(ctx, desc, 0, desc.Size)
 }
 
 // Exists implements content.ReadOnlyStorage. It sends no request
@@ -61,7 +61,7 @@ func (s *URLSource) Exists(ctx context.Context, desc ocispec.Descriptor) (bool, 
 	return err == nil, err
 }
 
-func (s *URLSource) openRange(ctx context.Context, desc ocispec.Descriptor, offset int64) (io.ReadCloser, error) {
+func (s *URLSource) openRange(ctx context.Context, desc ocispec.Descriptor, start, end int64) (io.ReadCloser, error) {
 	if err := httpblob.ValidateDigest(desc); err != nil {
 		return nil, err
 	}
@@ -72,7 +72,7 @@ func (s *URLSource) openRange(ctx context.Context, desc ocispec.Descriptor, offs
 	if err != nil {
 		return nil, err
 	}
-	return httpblob.OpenURL(ctx, watchedDoer{s.client(), s.stall}, u, s.Header, desc, offset)
+	return httpblob.OpenURL(ctx, watchedDoer{s.client(), s.stall}, u, s.Header, desc, start, end)
 }
 
 // client returns the client, made to drop Header's keys when a redirect
@@ -136,5 +136,5 @@ func OpenURL(ctx context.Context, src *URLSource, desc ocispec.Descriptor, opts 
 		return nil, blobError(desc, fromSource(err))
 	}
 	opts.Observer, opts.Logger = opts.observer(), nil
-	return openFetched(ctx, desc, newSource(src.watched(opts)), opts)
+	return openFetched(ctx, desc, newSource(src.watched(opts), opts), opts)
 }

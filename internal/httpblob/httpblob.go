@@ -101,20 +101,21 @@ func ValidateDigest(desc ocispec.Descriptor) error {
 	return nil
 }
 
-// OpenRange GETs desc's content from offset on. At offset 0 it is a plain
-// GET. Past 0 it sends the closed range Range: bytes=offset-(size-1), which
-// every registry serves (some refuse the open-ended form), and accepts
-// only a 206 whose Content-Range starts at offset and names desc.Size.
-// A 200 returns ErrRangeIgnored with the full body still open, so the
-// caller may discard up to offset instead of opening yet another
-// connection; a 416 returns ErrRangeRefused and a mismatched 206
-// ErrBadContentRange, both with no body: the caller reads from 0. The
-// client follows redirects (to storage) afresh on every call.
-func (r *Repo) OpenRange(ctx context.Context, desc ocispec.Descriptor, offset int64) (io.ReadCloser, error) {
+// OpenRange GETs desc's bytes [start, end). The whole blob (0, desc.Size)
+// is a plain GET. Any other span is the closed range
+// Range: bytes=start-(end-1), which every registry serves (some refuse
+// the open-ended form), and only a 206 whose Content-Range names exactly
+// that span and desc.Size is accepted. A 200 returns ErrRangeIgnored with
+// the full body still open, so the caller may discard up to start instead
+// of opening yet another connection; a 416 returns ErrRangeRefused and a
+// mismatched 206 ErrBadContentRange, both with no body: the caller reads
+// from 0. The client follows redirects (to storage) afresh on every call,
+// and net/http keeps the Range header across them.
+func (r *Repo) OpenRange(ctx context.Context, desc ocispec.Descriptor, start, end int64) (io.ReadCloser, error) {
 	if err := ValidateDigest(desc); err != nil {
 		return nil, err
 	}
-	return OpenURL(r.pullCtx(ctx), r.Client, r.base()+"/blobs/"+desc.Digest.String(), nil, desc, offset)
+	return OpenURL(r.pullCtx(ctx), r.Client, r.base()+"/blobs/"+desc.Digest.String(), nil, desc, start, end)
 }
 
 // Doer sends a request: an *http.Client, or oras-go's auth client.
@@ -122,12 +123,12 @@ type Doer interface {
 	Do(*http.Request) (*http.Response, error)
 }
 
-// OpenURL GETs desc's content at u from offset on, with the checks of
+// OpenURL GETs desc's bytes [start, end) at u, with the checks of
 // OpenRange, for any HTTP(S) URL that serves the blob (a pre-signed
 // object-store link). header, if not nil, is added to the request.
-func OpenURL(ctx context.Context, client Doer, u string, header http.Header, desc ocispec.Descriptor, offset int64) (io.ReadCloser, error) {
-	if offset < 0 || (offset > 0 && offset >= desc.Size) {
-		return nil, retrypolicy.Permanent(fmt.Errorf("blob %s: offset %d outside %d bytes: %w", desc.Digest, offset, desc.Size, content.ErrInvalidDescriptorSize))
+func OpenURL(ctx context.Context, client Doer, u string, header http.Header, desc ocispec.Descriptor, start, end int64) (io.ReadCloser, error) {
+	if start < 0 || end > desc.Size || start > end || (start == end && desc.Size > 0) {
+		return nil, retrypolicy.Permanent(fmt.Errorf("blob %s: bytes %d-%d outside %d bytes: %w", desc.Digest, start, end-1, desc.Size, content.ErrInvalidDescriptorSize))
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
@@ -138,8 +139,9 @@ func OpenURL(ctx context.Context, client Doer, u string, header http.Header, des
 			req.Header.Add(k, v)
 		}
 	}
-	if offset > 0 {
-		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", offset, desc.Size-1))
+	ranged := start > 0 || end < desc.Size
+	if ranged {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", start, end-1))
 	}
 	resp, err := client.Do(req)
 	if err != nil {
@@ -152,21 +154,21 @@ func OpenURL(ctx context.Context, client Doer, u string, header http.Header, des
 			return nil, fmt.Errorf("blob %s: server sent %d bytes, descriptor says %d: %w",
 				desc.Digest, resp.ContentLength, desc.Size, content.ErrInvalidDescriptorSize)
 		}
-		if offset > 0 {
+		if ranged {
 			return resp.Body, ErrRangeIgnored
 		}
 		return resp.Body, nil
-	case resp.StatusCode == http.StatusPartialContent && offset > 0:
-		start, end, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
-		if !ok || start != offset || (total >= 0 && total != desc.Size) || (end >= 0 && end != desc.Size-1) {
+	case resp.StatusCode == http.StatusPartialContent && ranged:
+		first, last, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
+		if !ok || first != start || last != end-1 || (total >= 0 && total != desc.Size) {
 			resp.Body.Close()
 			return nil, fmt.Errorf("blob %s: asked for bytes %d-%d, got Content-Range %q: %w",
-				desc.Digest, offset, desc.Size-1, resp.Header.Get("Content-Range"), ErrBadContentRange)
+				desc.Digest, start, end-1, resp.Header.Get("Content-Range"), ErrBadContentRange)
 		}
 		return resp.Body, nil
-	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable && offset > 0:
+	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable && ranged:
 		defer resp.Body.Close()
-		return nil, fmt.Errorf("blob %s: bytes %d-%d: %w: %w", desc.Digest, offset, desc.Size-1, ErrRangeRefused, retrypolicy.FromResponse(resp))
+		return nil, fmt.Errorf("blob %s: bytes %d-%d: %w: %w", desc.Digest, start, end-1, ErrRangeRefused, retrypolicy.FromResponse(resp))
 	case resp.StatusCode == http.StatusNotFound:
 		// errdef.ErrNotFound, as oras-go's own Fetch reports it.
 		defer resp.Body.Close()

@@ -36,30 +36,47 @@ func TestOpenURL(t *testing.T) {
 		name    string
 		handler http.Handler
 		offset  int64
-		want    error // nil: the bytes from offset
+		end     int64 // 0: the end of the blob
+		want    error // nil: the bytes [offset, end)
 		skip    bool  // ErrRangeIgnored: the whole blob comes back
 	}{
-		{"whole", serve(blob), 0, nil, false},
-		{"resume", serve(blob), 4321, nil, false},
-		{"last byte", serve(blob), int64(len(blob) - 1), nil, false},
+		{"whole", serve(blob), 0, 0, nil, false},
+		{"resume", serve(blob), 4321, 0, nil, false},
+		{"last byte", serve(blob), int64(len(blob) - 1), 0, nil, false},
+		{"first span", serve(blob), 0, 1000, nil, false},
+		{"middle span", serve(blob), 4321, 5000, nil, false},
+		{"one byte span", serve(blob), 7, 8, nil, false},
+		{"span ignored", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			r.Header.Del("Range")
+			serve(blob)(w, r)
+		}), 0, 1000, ErrRangeIgnored, true},
+		// A server that sends the rest of the blob for a closed range.
+		{"span widened", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			r.Header.Set("Range", "bytes=4321-")
+			serve(blob)(w, r)
+		}), 4321, 5000, ErrBadContentRange, false},
 		{"range ignored", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			r.Header.Del("Range")
 			serve(blob)(w, r)
-		}), 4321, ErrRangeIgnored, true},
+		}), 4321, 0, ErrRangeIgnored, true},
 		// A server holding less than the descriptor says refuses a range
 		// past its end: 416.
-		{"range refused", serve(blob[:1000]), 4321, ErrRangeRefused, false},
+		{"range refused", serve(blob[:1000]), 4321, 0, ErrRangeRefused, false},
 		{"wrong start", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			r.Header.Set("Range", "bytes=1-")
 			serve(blob)(w, r)
-		}), 4321, ErrBadContentRange, false},
-		{"not found", http.NotFoundHandler(), 0, errdef.ErrNotFound, false},
+		}), 4321, 0, ErrBadContentRange, false},
+		{"not found", http.NotFoundHandler(), 0, 0, errdef.ErrNotFound, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			srv := httptest.NewServer(c.handler)
 			defer srv.Close()
-			rc, err := OpenURL(context.Background(), srv.Client(), srv.URL+"/blob", http.Header{"X-Key": {"k"}}, desc, c.offset)
+			end := c.end
+			if end == 0 {
+				end = desc.Size
+			}
+			rc, err := OpenURL(context.Background(), srv.Client(), srv.URL+"/blob", http.Header{"X-Key": {"k"}}, desc, c.offset, end)
 			if c.want != nil && !errors.Is(err, c.want) {
 				t.Fatalf("err = %v, want %v", err, c.want)
 			}
@@ -74,7 +91,7 @@ func TestOpenURL(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := blob[c.offset:]
+			want := blob[c.offset:end]
 			if c.skip {
 				want = blob
 			}
@@ -83,7 +100,7 @@ func TestOpenURL(t *testing.T) {
 			}
 		})
 	}
-	if _, err := OpenURL(context.Background(), http.DefaultClient, "http://127.0.0.1:1/x", nil, desc, desc.Size); err == nil || !strings.Contains(err.Error(), "outside") {
+	if _, err := OpenURL(context.Background(), http.DefaultClient, "http://127.0.0.1:1/x", nil, desc, desc.Size, desc.Size); err == nil || !strings.Contains(err.Error(), "outside") {
 		t.Fatalf("offset at the end: %v", err)
 	}
 }
