@@ -104,7 +104,6 @@ type parallelBody struct {
 	wg       sync.WaitGroup
 	window   chan struct{} // a slot per range held
 	limit    atomic.Int32  // workers allowed; halved when the server pushes back
-	backed   atomic.Bool   // the push-back note was sent
 
 	mu   sync.Mutex
 	cond *sync.Cond
@@ -112,6 +111,10 @@ type parallelBody struct {
 	next int64        // where the next range to hand out starts
 	seq  int          // its index
 	err  error        // the first failure; ends every Read
+	// finished counts the ranges fetched; finishedAtCut is its value at
+	// the last halving of limit, if backedOff.
+	finished, finishedAtCut int
+	backedOff               bool
 
 	// The reader's side.
 	head int        // index of the range being read
@@ -160,7 +163,7 @@ func (s *rangedSource) openParallel(ctx context.Context, desc ocispec.Descriptor
 		b.Close()
 		return nil, 0, context.Cause(ctx)
 	}
-	rc, err := s.openRange(b.ctx, desc, first.start, first.end)
+	rc, err := b.probe(ctx, first)
 	if err != nil {
 		cfg.tokens.Release(1)
 		b.Close()
@@ -187,6 +190,36 @@ func (s *rangedSource) openParallel(ctx context.Context, desc ocispec.Descriptor
 		go b.work(id, nil, nil)
 	}
 	return b, 0, nil
+}
+
+// probe asks for the first range under a watchdog of its own (the wait
+// for a slot and a connection is not the server's), and under ctx rather
+// than the read's: a 200 hands back a body that outlives b.
+func (b *parallelBody) probe(ctx context.Context, c *pullRange) (io.ReadCloser, error) {
+	pctx, cancel := context.WithCancelCause(ctx)
+	stop := watch(b.cfg.wd, new(atomic.Int64), wallClock(), cancel)
+	rc, err := b.openRange(pctx, b.desc, c.start, c.end)
+	stop()
+	if err != nil && !errors.Is(err, httpblob.ErrRangeIgnored) {
+		if cause := context.Cause(pctx); cause != nil && ctx.Err() == nil && !errors.Is(err, cause) {
+			err = fmt.Errorf("%w: %w", cause, err) // the watchdog's ErrStalled
+		}
+		cancel(nil)
+		return nil, err
+	}
+	return cancelOnClose{rc, cancel}, err
+}
+
+// cancelOnClose releases a request's context with its body.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelCauseFunc
+}
+
+func (c cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel(nil)
+	return err
 }
 
 // take reserves the next range: a window slot and a copy-wide buffer,
@@ -242,6 +275,7 @@ func (b *parallelBody) work(id int, c *pullRange, rc io.ReadCloser) {
 			return
 		}
 		c.done = true
+		b.finished++
 		b.cond.Broadcast()
 		b.mu.Unlock()
 		c, rc = nil, nil
@@ -310,7 +344,11 @@ func (b *parallelBody) fetch(c *pullRange, rc io.ReadCloser) error {
 				return rerr
 			}
 			// The range used its attempts: the blob fails, and says where.
-			return &readerError{fmt.Errorf("%s: %w", c.rng(), rerr)}
+			var pe *retrypolicy.Error
+			if errors.As(rerr, &pe) {
+				pe.Err = fmt.Errorf("%s: %w", c.rng(), pe.Err)
+			}
+			return &readerError{rerr}
 		}
 	}
 }
@@ -337,15 +375,19 @@ func (b *parallelBody) fill(c *pullRange, rc io.Reader, moved *atomic.Int64) err
 
 // fewerConnections halves the workers allowed for this blob after a 429 or
 // 503: a registry that rate-limits gets fewer connections, not only a
-// later request. It never goes below one.
+// later request. It never goes below one. The answers to one burst of
+// requests count once: another halving waits until a range has finished
+// since the last one.
 func (b *parallelBody) fewerConnections() {
-	for {
-		n := b.limit.Load()
-		if n <= 1 || b.limit.CompareAndSwap(n, n/2) {
-			break
-		}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.backedOff && b.finished == b.finishedAtCut {
+		return
 	}
-	if !b.backed.Swap(true) {
+	first := !b.backedOff
+	b.backedOff, b.finishedAtCut = true, b.finished
+	b.limit.Store(max(b.limit.Load()/2, 1))
+	if first {
 		b.ev.note("registry pushed back on extra connections; fetching this blob over fewer")
 	}
 }

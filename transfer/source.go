@@ -29,6 +29,9 @@ type source interface {
 	// network reports whether reads cross a network, so that bytes read
 	// again count as wire bytes.
 	network() bool
+	// parallel reports whether open(ctx, desc, offset, end, ev) reads
+	// over several connections, watching each itself.
+	parallel(desc ocispec.Descriptor, offset, end int64, ev *blobEvents) bool
 }
 
 // newSource reads s. Blobs from a registry or a URLSource are fetched over
@@ -75,10 +78,19 @@ func (s *rangedSource) open(ctx context.Context, desc ocispec.Descriptor, offset
 		rc, err := s.openRange(ctx, desc, 0, desc.Size)
 		return rc, offset, err
 	}
-	if _, ok := s.single.Load(desc.Digest); !ok && ev != nil && s.par.worth(end-offset) {
+	if s.parallel(desc, offset, end, ev) {
 		return s.openParallel(ctx, desc, offset, end, ev)
 	}
 	return s.openSingle(ctx, desc, offset)
+}
+
+func (s *rangedSource) parallel(desc ocispec.Descriptor, offset, end int64, ev *blobEvents) bool {
+	if ev == nil || isManifest(desc) || !s.par.worth(end-offset) {
+		return false
+	}
+	_, ignored := s.rangeIgnored.Load(desc.Digest)
+	_, single := s.single.Load(desc.Digest)
+	return !ignored && !single
 }
 
 // openSingle reads desc from offset to its end over one connection.
@@ -103,6 +115,8 @@ func (s *rangedSource) openSingle(ctx context.Context, desc ocispec.Descriptor, 
 type fetcherSource struct{ f content.Fetcher }
 
 func (s fetcherSource) network() bool { return false }
+
+func (fetcherSource) parallel(ocispec.Descriptor, int64, int64, *blobEvents) bool { return false }
 
 func (s fetcherSource) open(ctx context.Context, desc ocispec.Descriptor, offset, _ int64, _ *blobEvents) (io.ReadCloser, int64, error) {
 	rc, err := s.f.Fetch(ctx, desc)
@@ -271,8 +285,16 @@ func (r *healingReader) open() {
 		r.resumes++
 	}
 	// Watched from the request on: a server that accepts the connection
-	// and never answers has stalled too.
-	stop := watch(r.wd, r.moved, r.active.elapsed, r.ret.Cancel)
+	// and never answers has stalled too. A read over several connections
+	// watches each of them, and its first request, itself: one watchdog
+	// on the ordered stream would cut them all for one slow range, and
+	// count against the server the wait for a connection the copy's cap
+	// holds back.
+	stop := func() {}
+	parallel := r.src.parallel(r.desc, r.offset, r.end, r.ev)
+	if !parallel {
+		stop = watch(r.wd, r.moved, r.active.elapsed, r.ret.Cancel)
+	}
 	r.active.enter()
 	body, skip, err := r.src.open(alreadyWatched(actx), r.desc, r.offset, r.end, r.ev)
 	r.active.leave()
@@ -285,12 +307,10 @@ func (r *healingReader) open() {
 		cancel(nil)
 		return
 	}
-	_, r.own = body.(interface{ selfWatched() })
-	if r.own {
-		// Each of its connections has a watchdog of its own; one on the
-		// ordered stream would cut them all for one slow range.
-		stop()
-		stop = func() {}
+	_, r.own = body.(*parallelBody)
+	if parallel && !r.own {
+		// It fell back to one connection: watch that one.
+		stop = watch(r.wd, r.moved, r.active.elapsed, r.ret.Cancel)
 	}
 	r.body, r.skip, r.cancel, r.stopWD = body, skip, cancel, stop
 	if skip > 0 && r.src.network() && !r.notedDrop && r.ev != nil {
@@ -389,6 +409,13 @@ type streamSource struct {
 func (s *streamSource) network() bool {
 	fb, ok := s.r.(*fetchedBlob)
 	return ok && fb.hr.src.network()
+}
+
+func (s *streamSource) parallel(desc ocispec.Descriptor, offset, end int64, ev *blobEvents) bool {
+	if fb, ok := s.r.(*fetchedBlob); ok && (s.used || offset > 0) {
+		return fb.hr.src.parallel(desc, offset, end, ev)
+	}
+	return false
 }
 
 func (s *streamSource) open(ctx context.Context, desc ocispec.Descriptor, offset, end int64, ev *blobEvents) (io.ReadCloser, int64, error) {

@@ -53,7 +53,9 @@ func TestPullResumesAcrossResets(t *testing.T) {
 	tr := progress.NewTracker()
 	ev := &events{}
 	dst := newLayout(t)
-	_, err := transfer.Copy(context.Background(), src, "v1", dst, "", transfer.Options{Retry: fast(3), Observer: progress.Multi(tr, ev)})
+	// One connection: this is the single stream's resume (parallel_test.go
+	// has the ranges').
+	_, err := transfer.Copy(context.Background(), src, "v1", dst, "", transfer.Options{Retry: fast(3), Observer: progress.Multi(tr, ev), PullConnections: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
