@@ -1,0 +1,241 @@
+package transfer
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"go.uber.org/goleak"
+
+	"github.com/sturdyoci/sturdy/progress"
+)
+
+// rangeServer serves one blob with net/http's own Range implementation
+// (http.ServeContent); hold, if set, runs before a range is served and may
+// block it.
+type rangeServer struct {
+	blob []byte
+	desc ocispec.Descriptor
+	srv  *httptest.Server
+	hold func(start int64, w http.ResponseWriter, r *http.Request)
+
+	mu     sync.Mutex
+	starts []int64 // the first byte of every ranged GET, in arrival order
+}
+
+func newRangeServer(t *testing.T, size int) *rangeServer {
+	t.Helper()
+	s := &rangeServer{blob: make([]byte, size)}
+	if _, err := rand.Read(s.blob); err != nil {
+		t.Fatal(err)
+	}
+	s.desc = ocispec.Descriptor{MediaType: "application/octet-stream", Digest: digest.FromBytes(s.blob), Size: int64(size)}
+	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := int64(0)
+		if v, ok := strings.CutPrefix(r.Header.Get("Range"), "bytes="); ok {
+			a, _, _ := strings.Cut(v, "-")
+			start, _ = strconv.ParseInt(a, 10, 64)
+		}
+		s.mu.Lock()
+		s.starts = append(s.starts, start)
+		s.mu.Unlock()
+		if s.hold != nil {
+			s.hold(start, w, r)
+		}
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(s.blob))
+	}))
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+// checkLeaks checks, after the test's servers have closed (cleanups run
+// last in, first out), that no goroutine the test started is left.
+func checkLeaks(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+}
+
+func (s *rangeServer) source() *URLSource {
+	return &URLSource{URL: func(context.Context, ocispec.Descriptor) (string, error) { return s.srv.URL + "/blob", nil }, Client: s.srv.Client()}
+}
+
+// While the first range is held, the other connections fetch at most a
+// window of ranges ahead (2 x PullConnections), not the blob; once it is
+// released the reader gets every byte in order, verified.
+func TestParallelWindowBoundsMemory(t *testing.T) {
+	checkLeaks(t)
+	const rangeSize, conns = 64 << 10, 4
+	s := newRangeServer(t, 64*rangeSize)
+	release := make(chan struct{})
+	var held atomic.Bool
+	s.hold = func(start int64, _ http.ResponseWriter, r *http.Request) {
+		if start == rangeSize*0 && r.Header.Get("Range") != "" && held.CompareAndSwap(false, true) {
+			// The probe: let it through. The next request for range 0
+			// is a retry; there is none here.
+			return
+		}
+		if start == rangeSize { // range 1 waits: the reader is stuck after range 0
+			<-release
+		}
+	}
+	var obs sync.Map
+	opts := Options{PullConnections: conns, PullRangeSize: rangeSize, Observer: progress.Func(func(e progress.Event) {
+		if e.Kind == progress.Note {
+			obs.Store(e.Reason, true)
+		}
+	})}
+	rc, err := OpenURL(context.Background(), s.source(), s.desc, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	first := make([]byte, rangeSize)
+	if _, err := io.ReadFull(rc, first); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the other workers run ahead as far as the window lets them
+	s.mu.Lock()
+	var furthest int64
+	for _, st := range s.starts {
+		furthest = max(furthest, st)
+	}
+	asked := len(s.starts)
+	s.mu.Unlock()
+	// Ranges 0..2*conns-1 may be held; range 0 is consumed, so one more.
+	if limit := int64(2*conns) * rangeSize; furthest > limit {
+		t.Fatalf("with range 1 held, a range at %d was asked for (window ends at %d); %d requests", furthest, limit, asked)
+	}
+	close(release)
+	rest, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(append(first, rest...), s.blob) {
+		t.Fatal("bytes differ")
+	}
+	if _, ok := obs.Load("fetching in ranges of 64 KiB over up to 4 connections"); !ok {
+		t.Fatal("no note of the parallel read")
+	}
+}
+
+// A server that garbles one range's bytes: the digest over the ordered
+// stream catches it; nothing unverified is handed out as complete.
+func TestParallelDigestChecked(t *testing.T) {
+	checkLeaks(t)
+	const rangeSize = 64 << 10
+	s := newRangeServer(t, 16*rangeSize)
+	s.blob = bytes.Clone(s.blob) // s.desc keeps the digest of the good bytes
+	s.blob[5*rangeSize+7] ^= 0xff
+	rc, err := OpenURL(context.Background(), s.source(), s.desc, Options{PullRangeSize: rangeSize, Retry: fastRetry})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	_, err = io.ReadAll(rc)
+	if err == nil || !strings.Contains(err.Error(), "digest") {
+		t.Fatalf("err = %v, want a digest mismatch", err)
+	}
+}
+
+// Close in the middle of a parallel read ends every connection at once,
+// even those held by a server that never answers.
+func TestParallelCloseEndsEveryRange(t *testing.T) {
+	checkLeaks(t)
+	const rangeSize = 64 << 10
+	s := newRangeServer(t, 32*rangeSize)
+	s.hold = func(start int64, _ http.ResponseWriter, r *http.Request) {
+		if start >= 2*rangeSize {
+			<-r.Context().Done()
+		}
+	}
+	rc, err := OpenURL(context.Background(), s.source(), s.desc, Options{PullRangeSize: rangeSize, Retry: fastRetry})
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 2*rangeSize)
+	if _, err := io.ReadFull(rc, buf); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // the other ranges are asked for, and held
+	start := time.Now()
+	rc.Close()
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("Close took %v", took)
+	}
+	if _, err := rc.Read(buf); err == nil {
+		t.Fatal("a Read after Close succeeded")
+	}
+}
+
+// A range that is retried reports its range; the blob's own attempt count
+// does not move.
+func TestParallelRangeRetryEvent(t *testing.T) {
+	checkLeaks(t)
+	const rangeSize = 64 << 10
+	s := newRangeServer(t, 8*rangeSize)
+	var failed atomic.Bool
+	s.hold = func(start int64, w http.ResponseWriter, r *http.Request) {
+		if start == 3*rangeSize && failed.CompareAndSwap(false, true) {
+			// 1000 bytes of the range, then the connection drops.
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+rangeSize-1, s.desc.Size))
+			w.Header().Set("Content-Length", strconv.Itoa(rangeSize))
+			w.WriteHeader(http.StatusPartialContent)
+			w.Write(s.blob[start : start+1000])
+			http.NewResponseController(w).Flush()
+			panic(http.ErrAbortHandler)
+		}
+	}
+	var mu sync.Mutex
+	var got []progress.Event
+	opts := Options{PullRangeSize: rangeSize, Retry: fastRetry, Observer: progress.Func(func(e progress.Event) {
+		mu.Lock()
+		got = append(got, e)
+		mu.Unlock()
+	})}
+	rc, err := OpenURL(context.Background(), s.source(), s.desc, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(b, s.blob) {
+		t.Fatalf("read %d bytes: %v", len(b), err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var retries, resumes []progress.Event
+	for _, e := range got {
+		switch e.Kind {
+		case progress.Retrying:
+			retries = append(retries, e)
+		case progress.Resumed:
+			resumes = append(resumes, e)
+		}
+		if e.Attempt > 1 && e.Range.IsZero() {
+			t.Errorf("a blob event at attempt %d: %+v", e.Attempt, e)
+		}
+	}
+	want := progress.Range{Start: 3 * rangeSize, End: 4 * rangeSize}
+	if len(retries) != 1 || retries[0].Range != want || retries[0].Offset != want.Start+1000 || retries[0].Op != "fetch" {
+		t.Fatalf("retries %+v, want one of %s at its byte 1000", retries, want)
+	}
+	if len(resumes) != 1 || resumes[0].Range != want || resumes[0].Offset != want.Start+1000 || resumes[0].Attempt != 2 {
+		t.Fatalf("resumes %+v, want one of %s at its byte 1000", resumes, want)
+	}
+	if fmt.Sprint(want) != "bytes 196608-262143" {
+		t.Fatalf("Range.String() = %q", want)
+	}
+}
+
