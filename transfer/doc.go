@@ -44,6 +44,44 @@
 // are given, and a registry verifies the digest of an upload before it
 // commits it.
 //
+// # Many connections per blob
+//
+// A blob from a registry (or a URLSource) with at least two
+// Options.PullRangeSize ranges to fetch (16 MiB by default) is fetched
+// over up to Options.PullConnections concurrent ranged GETs, in Copy,
+// CopyGraph and a Wrap's Fetch alike: object stores and CDNs cap each
+// connection, and one connection leaves most of a fast link idle. Each
+// range is a closed Range (bytes=a-b) of its own, accepted only as a 206
+// whose Content-Range names exactly that span; redirects (to storage) are
+// followed per range, as for one stream. Each range has its own retry
+// loop (Options.Retry: backoff, Retry-After, attempts without progress)
+// and its own watchdog, and continues from its own last byte after a
+// failure: a failing range never cancels its siblings, and the blob fails
+// only when one range has used its attempts, with an error naming the
+// digest and the range. The destination sees one ordered stream, whatever
+// it is (a store's Push, another registry's resumable upload, the reader
+// Wrap's Fetch returns); the digest is computed over that stream, and
+// Progressed still means the contiguous offset handed on. Retrying and
+// Resumed events of one range carry it in progress.Event.Range.
+//
+// Memory is bounded by a window: at most 2 x PullConnections ranges are
+// held (fetched or fetching) ahead of the one being read, so a slow first
+// range holds the others back instead of letting them buffer the blob
+// (2 x 8 x 8 MiB = 128 MiB per blob with the defaults), and one Copy
+// holds at most 2 x MaxPullConnections ranges (256 MiB) and opens at most
+// MaxPullConnections ranged connections at once, across its blobs.
+//
+// A registry that answers the first range with the whole blob (200) is read
+// over that one connection, and one that later refuses a range (200, 416, a
+// wrong Content-Range) goes on over one connection from where the ordered
+// stream stands; both say so in a progress.Note. A 429 or 503 to a range
+// halves the connections of that blob for the rest of it (once per burst
+// of answers), on top of the wait the server asks for. A registry-to-
+// registry copy whose upload breaks re-reads its source from the offset
+// the destination holds: the ranges fetched ahead of it are fetched again
+// (at most the window). Uploads are one ordered stream: the OCI upload
+// protocol is.
+//
 // Uploads to a registry of blobs of 1 MiB and more use the chunked
 // protocol: POST, one streamed PATCH per attempt (or Options.ChunkSize
 // chunks), PUT ?digest=. Smaller blobs go in one POST and PUT, restarting

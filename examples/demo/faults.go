@@ -9,6 +9,7 @@ import (
 
 	"github.com/sturdyoci/sturdy/examples/internal/ui"
 	"github.com/sturdyoci/sturdy/examples/registrytest"
+	"github.com/sturdyoci/sturdy/transfer"
 )
 
 // retryAfter is what the registry's 503s ask for: longer than the demo's
@@ -53,12 +54,18 @@ func pushFaults(period int64) faultPlan {
 
 // pullFaults breaks downloads the same way: resets at every multiple of
 // period, a burst of two 503s on the first shard, and the second GET of
-// the second shard stalls part-way.
+// the second shard stalls part-way. Large blobs come over several
+// connections in ranges (8 MiB by default) that rarely cross a period's
+// boundary, so eight responses are also cut after cutAt bytes: each of
+// those ranges breaks and heals on its own while the others go on.
 func pullFaults(period int64, shard1, shard2 digest.Digest) faultPlan {
 	stallAt := min(1<<20, period/2)
+	cutAt := 5 * transfer.DefaultPullRangeSize / 8
 	return faultPlan{
 		{registrytest.Rule{Kind: registrytest.BlobGet, Action: registrytest.ResetEvery(period)},
 			"blob GETs: TCP reset at every " + ui.Bytes(period) + " boundary of each blob"},
+		{registrytest.Rule{Kind: registrytest.BlobGet, Skip: 8, Times: 8, Action: registrytest.ResetAfter(cutAt)},
+			"blob GETs #9 to #16: cut after " + ui.Bytes(cutAt) + " (TCP reset)"},
 		{registrytest.Rule{Kind: registrytest.BlobGet, Digest: shard1, Times: 2, Action: registrytest.Respond(503).WithRetryAfter(retryAfter)},
 			fmt.Sprintf("shard 1: its first 2 GETs answered 503 with Retry-After: %s", retryAfter)},
 		{registrytest.Rule{Kind: registrytest.BlobGet, Digest: shard2, Skip: 1, Times: 1, Action: registrytest.Stall(stallAt)},

@@ -104,18 +104,26 @@ func (d *Bars) OnEvent(e progress.Event) {
 			s.sample(e.Offset, now, true)
 		})
 		b.b.SetCurrent(e.Offset)
-	case progress.Retrying:
+	case progress.Retrying, progress.Resumed:
+		if !e.Range.IsZero() {
+			// One connection of several: the bar stays where the
+			// blob's ordered stream is.
+			b.with(func(s *barState) { s.retries += boolInt(e.Kind == progress.Retrying); s.reason = e.Reason })
+			break
+		}
+		if e.Kind == progress.Resumed {
+			b.with(func(s *barState) {
+				s.state, s.retryUntil = "resumed at "+Bytes(e.Offset), time.Time{}
+				s.sample(e.Offset, now, false)
+			})
+			b.b.SetCurrent(e.Offset)
+			break
+		}
 		b.with(func(s *barState) {
 			s.retries++
 			s.attempt, s.reason = e.Attempt, e.Reason
 			s.retryUntil = now.Add(e.Backoff)
 		})
-	case progress.Resumed:
-		b.with(func(s *barState) {
-			s.state, s.retryUntil = "resumed at "+Bytes(e.Offset), time.Time{}
-			s.sample(e.Offset, now, false)
-		})
-		b.b.SetCurrent(e.Offset)
 	case progress.Completed:
 		b.finish(now, "done")
 		b.b.SetTotal(b.size, true)
@@ -242,4 +250,11 @@ func (s *barState) text(now time.Time) string {
 		return fmt.Sprintf("%s (%s, last: %s)", s.state, plural(s.retries, "retry", "retries"), s.reason)
 	}
 	return fmt.Sprintf("%s | last retry: %s", s.state, s.reason)
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -68,9 +68,15 @@ func (l *Lines) OnEvent(e progress.Event) {
 	case progress.Retrying:
 		b.retries++
 		detail = fmt.Sprintf("attempt %d failed at %s: %s; waiting %s", e.Attempt, Bytes(e.Offset), e.Reason, Duration(e.Backoff))
+		if !e.Range.IsZero() {
+			detail = rangeText(e.Range) + " " + detail
+		}
 	case progress.Resumed:
 		b.resumes++
 		detail = "at " + Bytes(e.Offset) + " of " + Bytes(e.Desc.Size)
+		if !e.Range.IsZero() {
+			detail = rangeText(e.Range) + " " + detail
+		}
 	case progress.Completed:
 		detail = completion(e, b, at)
 	case progress.Skipped, progress.Mounted:
@@ -88,6 +94,11 @@ func (l *Lines) OnEvent(e progress.Event) {
 	}
 	elapsed := at.Sub(l.start).Seconds()
 	fmt.Fprintf(l.w, "%7.1fs %-5s %-10s %-*s %s\n", elapsed, l.phase, e.Kind, labelWidth, label, detail)
+}
+
+// rangeText names one range of a blob fetched over several connections.
+func rangeText(r progress.Range) string {
+	return "range " + Bytes(r.Start) + "-" + Bytes(r.End) + ":"
 }
 
 // completion says what a blob cost: time, rate, retries and the wire
