@@ -15,6 +15,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"go.uber.org/goleak"
+	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
@@ -303,4 +304,48 @@ func maxOf(xs []int) int {
 		m = max(m, x)
 	}
 	return m
+}
+
+// Blob GETs answered 307 to storage (as registries on object storage do):
+// each range follows the redirect with its Range, and a Wrap'd repository's
+// Fetch, read by plain oras.Copy, comes over several connections too.
+func TestParallelPullFollowsRedirectsPerRange(t *testing.T) {
+	reg := registrytest.New(t)
+	a := newArtifact(t, 48*MiB)
+	seed(t, reg, "redirected", a)
+	layer := a.layers[0]
+	var mu sync.Mutex
+	var storageRanges []string
+	proxy := newThinProxy(t, reg, func(p *thinProxy, w http.ResponseWriter, r *http.Request) bool {
+		if d, ok := strings.CutPrefix(r.URL.Path, "/storage/"); ok {
+			// "Storage": the registry's own blob, behind another path.
+			mu.Lock()
+			storageRanges = append(storageRanges, r.Header.Get("Range"))
+			mu.Unlock()
+			r.URL.Path = "/v2/redirected/blobs/" + d
+			return false
+		}
+		if registrytest.KindOf(r) == registrytest.BlobGet && strings.HasSuffix(r.URL.Path, layer.Digest.String()) {
+			http.Redirect(w, r, "/storage/"+layer.Digest.String(), http.StatusTemporaryRedirect)
+			return true
+		}
+		return false
+	}, nil)
+	src := proxy.repo(t, reg, "redirected")
+	opts := transfer.Options{Retry: fast(3), PullRangeSize: 8 * MiB}
+	dst := newLayout(t)
+	if _, err := oras.Copy(context.Background(), transfer.Wrap(src, opts), "v1", dst, "v1", oras.DefaultCopyOptions); err != nil {
+		t.Fatal(err)
+	}
+	verifyStore(t, dst, a)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(storageRanges) != 6 {
+		t.Fatalf("storage saw %d GETs, want 6 ranges of 8 MiB: %q", len(storageRanges), storageRanges)
+	}
+	for i, r := range storageRanges {
+		if !strings.HasPrefix(r, "bytes=") {
+			t.Fatalf("storage GET %d without its Range: %q", i, storageRanges)
+		}
+	}
 }
