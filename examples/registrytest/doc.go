@@ -109,4 +109,62 @@
 // goleak.VerifyNone(t, IgnoreLeaks()...) passes after it; IgnoreLeaks names
 // the one goroutine distribution itself leaks (ggcr leaks none), and
 // IgnoreLeaks(GGCR) leaves it out.
+//
+// # Pull-through cache
+//
+// WithPullThrough(origin) makes a registry a pull-through cache of another:
+// distribution's own proxy mode (proxy.remoteurl, with proxy.ttl =
+// PullThroughTTL), not a fake. The cache is a Registry like any other, with
+// its own middleware in front of the proxy (faults, Stats, SetBandwidth,
+// auth, TLS, Close), and it fetches from the origin's real listener, so the
+// origin's faults and counters see its requests:
+//
+//	origin := registrytest.New(t)
+//	mirror := registrytest.New(t, registrytest.WithPullThrough(origin))
+//
+// Only Distribution can be a cache (Start fails with GGCR). The origin must
+// serve plain HTTP, since distribution fetches through http.DefaultTransport,
+// which does not trust its certificate; it may require Basic or token auth
+// (the cache logs in with the origin's credentials). Origin returns the
+// origin; a cache's Capabilities keeps only the ranges. What the cache
+// answers, pinned by tests against distribution v3.1.2:
+//
+//   - A blob it has not cached is fetched from the origin (a HEAD, then a
+//     GET, with /v2/ pings counted as Other) and streamed to the client while
+//     it is stored. Range is ignored: a ranged GET, even past the end, gets
+//     200 and the whole blob, with neither Content-Range nor Accept-Ranges.
+//     Once cached: 206 with Content-Range, and 416 past the end. A client
+//     that resumes with Range must take a 200 by skipping what it holds, or
+//     start over.
+//   - HEAD of an uncached blob makes the cache fetch and store the whole
+//     blob; it answers 200 with Content-Length and no Accept-Ranges. Once
+//     cached, HEAD says "Accept-Ranges: bytes".
+//   - A request for a blob another request is still fetching is streamed
+//     from the origin again, whole, and not stored. Distribution tracks the
+//     fetches in flight in a map shared by every cache in the process.
+//   - A client that goes away mid-blob (a fault on the cache) stops the copy:
+//     nothing is cached, and the next request costs the origin the whole
+//     blob again.
+//   - A cut on the origin mid-blob: the cache has already sent 200 and the
+//     blob's Content-Length, so its client reads a short body (unexpected
+//     EOF); nothing is cached.
+//   - An error from the origin (a 503 on a blob HEAD or GET, or on a manifest
+//     by digest) becomes 500 UNKNOWN, the origin's status in the detail and
+//     Retry-After lost. On a blob GET the cache has already set the blob's
+//     Content-Length, so the error body comes short.
+//   - A tag is looked up on the origin on every request (a manifest HEAD),
+//     and if the origin fails the cache answers from its own copy: a tag it
+//     has cached is served (perhaps stale), one it has not is 404
+//     MANIFEST_UNKNOWN -- a transient error at the origin looks permanent.
+//     Cached manifests by digest and cached blobs cost the origin nothing.
+//   - What the origin lacks is 404: BLOB_UNKNOWN for a blob (also one the
+//     origin holds only in another repository), MANIFEST_UNKNOWN for a
+//     manifest or tag, even in a repository the origin does not know (no
+//     NAME_UNKNOWN).
+//   - Uploads, manifest pushes and deletes get 405 UNSUPPORTED.
+//
+// Close stops distribution's expiry scheduler, so IgnoreLeaks needs nothing
+// more for a cache, and drops the idle connections of http.DefaultTransport,
+// the only transport distribution's proxy uses. Either registry may be
+// closed first, even with a fetch stalled on the origin.
 package registrytest

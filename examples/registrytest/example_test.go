@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"syscall"
 	"time"
 
@@ -66,4 +68,52 @@ func Example() {
 	// second fetch reset: true
 	// third fetch: "hello, flaky world" <nil>
 	// blob GETs by status: map[200:2 503:1]
+}
+
+// A pull-through cache in front of an origin: distribution's proxy mode
+// fetches a blob it lacks in full, whatever the Range, and serves ranges
+// once it has cached it. Each registry has its own faults and counters.
+func ExampleWithPullThrough() {
+	origin, err := registrytest.Start()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer origin.Close()
+	mirror, err := registrytest.Start(registrytest.WithPullThrough(origin))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer mirror.Close()
+
+	repo, err := origin.Repository("demo/model")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	blob := []byte("cached on first use")
+	desc := content.NewDescriptorFromBytes("application/octet-stream", blob)
+	if err := repo.Push(context.Background(), desc, bytes.NewReader(blob)); err != nil {
+		fmt.Println(err)
+		return
+	}
+
+	url := mirror.URL() + "/v2/demo/model/blobs/" + desc.Digest.String()
+	for range 2 {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		req.Header.Set("Range", "bytes=0-5")
+		resp, err := mirror.Client().Do(req)
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		fmt.Printf("%d %q, the origin has sent %d blob bytes\n", resp.StatusCode, body,
+			origin.Stats().Kinds[registrytest.BlobGet].ResponseBodyBytes)
+	}
+	// Output:
+	// 200 "cached on first use", the origin has sent 19 blob bytes
+	// 206 "cached", the origin has sent 19 blob bytes
 }

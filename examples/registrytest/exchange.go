@@ -270,8 +270,16 @@ func (x *exchange) forward(p []byte) (int, error) {
 }
 
 // writeCounted counts bytes before writing them, so a client that has read
-// them finds them in Stats, and takes back what was not written.
+// them finds them in Stats, and takes back what was not written. net/http
+// discards the body of a response to HEAD (a registry's error JSON, or the
+// whole blob a pull-through cache fetches to answer one), so it is not
+// counted.
 func (x *exchange) writeCounted(p []byte) (int, error) {
+	if x.req.Method == http.MethodHead {
+		n, err := x.w.Write(p)
+		x.sent += int64(n)
+		return n, err
+	}
 	x.reg.stats.responseBody(x.info.kind, len(p))
 	n, err := x.w.Write(p)
 	x.sent += int64(n)

@@ -95,8 +95,16 @@ type Capabilities struct {
 // Impl returns the implementation the registry runs.
 func (r *Registry) Impl() Implementation { return r.cfg.impl }
 
-// Capabilities returns what the registry's implementation supports.
-func (r *Registry) Capabilities() Capabilities { return r.cfg.impl.Capabilities() }
+// Capabilities returns what the registry's implementation supports. A
+// pull-through cache (WithPullThrough) takes no uploads: it keeps only the
+// ranges, and serves those only for blobs it has cached.
+func (r *Registry) Capabilities() Capabilities {
+	c := r.cfg.impl.Capabilities()
+	if r.cfg.origin != nil {
+		c = Capabilities{OpenEndedRange: c.OpenEndedRange, ClosedRange: c.ClosedRange}
+	}
+	return c
+}
 
 // Capabilities returns what the implementation supports.
 func (i Implementation) Capabilities() Capabilities {
@@ -116,11 +124,13 @@ type backend interface {
 	shutdown() error
 }
 
-func newBackend(impl Implementation, dir string) (backend, error) {
+// newBackend builds the registry; a non-nil proxy makes distribution a
+// pull-through cache.
+func newBackend(impl Implementation, dir string, proxy *configuration.Proxy) (backend, error) {
 	if impl == GGCR {
 		return newGGCR(dir), nil
 	}
-	app, err := newApp(dir)
+	app, err := newApp(dir, proxy)
 	if err != nil {
 		return nil, err
 	}
@@ -131,9 +141,11 @@ type distributionBackend struct{ *handlers.App }
 
 func (d distributionBackend) shutdown() error { return d.Shutdown() }
 
-// newApp builds distribution's handler on the filesystem driver. NewApp
-// panics on configuration errors; that panic is turned into an error here.
-func newApp(dir string) (app *handlers.App, err error) {
+// newApp builds distribution's handler on the filesystem driver, as a
+// pull-through cache when proxy is not nil. NewApp panics on configuration
+// errors (and, in proxy mode, when the origin does not answer); that panic
+// is turned into an error here.
+func newApp(dir string, proxy *configuration.Proxy) (app *handlers.App, err error) {
 	secret := make([]byte, 32)
 	if _, err := rand.Read(secret); err != nil {
 		return nil, fmt.Errorf("http secret: %w", err)
@@ -148,6 +160,9 @@ func newApp(dir string) (app *handlers.App, err error) {
 		// The purger would start a goroutine that outlives the registry.
 		"maintenance": configuration.Parameters{"uploadpurging": map[any]any{"enabled": false}},
 		"delete":      configuration.Parameters{"enabled": true},
+	}
+	if proxy != nil {
+		cfg.Proxy = *proxy
 	}
 	defer func() {
 		if p := recover(); p != nil {

@@ -83,6 +83,7 @@ type config struct {
 	realistic      bool
 	inFlight       int64
 	cutLag         time.Duration
+	origin         *Registry // WithPullThrough
 }
 
 // Option configures a Registry at start.
@@ -152,6 +153,10 @@ func Start(opts ...Option) (_ *Registry, err error) {
 	if r.cfg.impl != Distribution && r.cfg.impl != GGCR {
 		return nil, fmt.Errorf("unknown implementation %v", r.cfg.impl)
 	}
+	proxy, err := r.cfg.pullThrough()
+	if err != nil {
+		return nil, err
+	}
 	r.capDown.Store(r.cfg.capDown)
 	r.capUp.Store(r.cfg.capUp)
 	r.stats.reset()
@@ -169,7 +174,7 @@ func Start(opts ...Option) (_ *Registry, err error) {
 		}
 	}()
 
-	if r.backend, err = newBackend(r.cfg.impl, r.dir); err != nil {
+	if r.backend, err = newBackend(r.cfg.impl, r.dir, proxy); err != nil {
 		return nil, err
 	}
 
@@ -258,6 +263,9 @@ func (r *Registry) Close() error {
 			errs = append(errs, fmt.Errorf("shutdown registry: %w", err))
 		}
 		r.transport.CloseIdleConnections()
+		if r.cfg.origin != nil {
+			closeOriginConns()
+		}
 		if r.removeDir {
 			if err := os.RemoveAll(r.dir); err != nil {
 				errs = append(errs, fmt.Errorf("remove storage: %w", err))

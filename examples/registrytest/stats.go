@@ -31,7 +31,7 @@ type KindStats struct {
 	// after a realistic cut had reset the client (WithRealisticCuts): bytes
 	// kept that the client cannot know were received.
 	LateBodyBytes     int64
-	ResponseBodyBytes int64 // body bytes the clients were sent
+	ResponseBodyBytes int64 // body bytes the clients were sent (none for HEAD)
 	// Cuts counts requests a ResetAfter or ResetEvery fault reset, in
 	// either direction: "Requests / Cuts" is how many requests each cut
 	// cost.
