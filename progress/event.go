@@ -99,6 +99,14 @@ type Event struct {
 	// the range's attempts, and the blob's committed offset is still the
 	// one its last Progressed reported.
 	Range Range
+	// Source names, when the copy reads from mirrors, the source serving
+	// the blob's bytes at the time of the event ("origin", or the mirror's
+	// name); for a Note about a mirror, that mirror. Empty otherwise.
+	Source string
+	// Sources is, for Completed when the copy reads from mirrors, the
+	// bytes each source served for the blob (wire bytes: a resumed or
+	// repeated read counts again). Nil otherwise.
+	Sources map[string]int64
 	// Backoff is, for Retrying, the wait slept before the next attempt.
 	Backoff time.Duration
 	// Err is, for Retrying and Failed, the cause.

@@ -68,7 +68,10 @@ type BlobState struct {
 	// Where the emitter reports Event.Wire the larger of that and the
 	// observed forward progress is used, so Wire is never below the payload
 	// that provably crossed. Skipped and mounted blobs move nothing.
-	Wire     int64
+	Wire int64
+	// Sources is the bytes each source served for the blob, from its
+	// Completed event, when the copy read from mirrors; nil otherwise.
+	Sources  map[string]int64
 	Attempts int // highest attempt number seen
 	Retries  int // Retrying events
 	Resumes  int // Resumed events
@@ -108,6 +111,9 @@ type Snapshot struct {
 	Rate float64
 	// Notes are the distinct Note reasons, first seen first, at most 16.
 	Notes []string
+	// Sources sums the blobs' Sources: the bytes each source served, when
+	// the copy read from mirrors; nil otherwise.
+	Sources map[string]int64
 	// First and Last are the times of the first and the latest event.
 	First, Last time.Time
 }
@@ -158,6 +164,7 @@ func (s Snapshot) Summary() Summary {
 		Resumes: s.Resumes,
 		Backoff: s.Backoff,
 		Notes:   slices.Clone(s.Notes),
+		Sources: maps.Clone(s.Sources),
 	}
 	if s.Last.After(s.First) {
 		sum.Elapsed = s.Last.Sub(s.First)
@@ -200,6 +207,9 @@ type Summary struct {
 	Failures []BlobState
 	// Notes are the distinct Note reasons.
 	Notes []string
+	// Sources is the bytes each source served (see Snapshot.Sources): how
+	// much a mirror saved the origin.
+	Sources map[string]int64
 }
 
 // Overhead returns Wire / Payload: 1 when every byte crossed once, 2 when
@@ -227,6 +237,7 @@ func (s Summary) Rate() float64 {
 //	retries  3 (waited 15s), 1 resumed
 //	time     1m2s, 16.5 MiB/s average
 //	failed   sha256:… (10.0 MiB): HTTP 403
+//	sources  mirror.local:5000 1.1 GiB, origin 96.0 MiB
 //	note     registry refused chunked upload; falling back to monolithic
 func (s Summary) String() string {
 	var b strings.Builder
@@ -290,6 +301,16 @@ func (s Summary) String() string {
 		if reason != "" {
 			b.WriteString(": ")
 			b.WriteString(reason)
+		}
+	}
+	if len(s.Sources) > 0 {
+		b.WriteString("\nsources  ")
+		names := slices.Sorted(maps.Keys(s.Sources))
+		for i, n := range names {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(n + " " + FormatBytes(s.Sources[n]))
 		}
 	}
 	for _, n := range s.Notes {
@@ -462,6 +483,9 @@ func (t *Tracker) OnEvent(e Event) {
 		b.state.Offset = b.state.Desc.Size
 		t.setReason(b, e)
 	case Completed:
+		if e.Sources != nil {
+			b.state.Sources = maps.Clone(e.Sources)
+		}
 		b.state.State = StateDone
 		size := b.state.Desc.Size
 		if size == 0 {
@@ -604,6 +628,16 @@ func (t *Tracker) Snapshot() Snapshot {
 		s.Total += st.Desc.Size
 		s.Done += st.Offset
 		s.Wire += st.Wire
+		if st.Sources != nil {
+			st.Sources = maps.Clone(st.Sources)
+			s.Blobs[len(s.Blobs)-1].Sources = st.Sources
+			if s.Sources == nil {
+				s.Sources = map[string]int64{}
+			}
+			for n, v := range st.Sources {
+				s.Sources[n] += v
+			}
+		}
 	}
 	return s
 }

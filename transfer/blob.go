@@ -202,6 +202,7 @@ func (m *blobMover) pushWhole(ctx context.Context, desc ocispec.Descriptor, ev *
 			// A resumed stream may have joined two versions of the
 			// bytes, or a proxy flipped one: restart once from 0.
 			restartedAfterMismatch = true
+			suspect(m.src, desc)
 			if hr.resumes > 0 {
 				ev.note("digest mismatch after a resumed download; restarting from byte 0")
 			} else {
@@ -323,6 +324,7 @@ func (m *blobMover) uploadChunked(ctx context.Context, desc ocispec.Descriptor, 
 			// corrupted somewhere. Start a fresh session from byte 0,
 			// once.
 			u.restarted = true
+			suspect(u.m.src, u.desc)
 			cancel(nil)
 			u.abandon(ctx)
 			if digestRejected(err) {

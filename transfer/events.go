@@ -1,6 +1,7 @@
 package transfer
 
 import (
+	"maps"
 	"sync"
 	"time"
 
@@ -27,6 +28,10 @@ type blobEvents struct {
 	desc    ocispec.Descriptor
 	attempt int
 	wire    int64 // bytes moved for this blob so far, every attempt counted
+	// source names the source now serving the blob, and sources counts
+	// the bytes each served, when the copy has mirrors.
+	source  string
+	sources map[string]int64
 
 	lastOffset int64
 	lastAt     time.Time
@@ -47,6 +52,9 @@ func (b *blobEvents) emit(e progress.Event) {
 		e.Attempt = b.attempt
 	}
 	e.Wire = b.wire
+	if e.Source == "" {
+		e.Source = b.source
+	}
 	e.Time = time.Now()
 	b.obs.OnEvent(e)
 }
@@ -133,6 +141,9 @@ func (b *blobEvents) attemptStarts(offset int64) {
 }
 
 func (b *blobEvents) note(reason string) {
+	if b == nil {
+		return
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.emit(progress.Event{Kind: progress.Note, Reason: reason})
@@ -141,7 +152,34 @@ func (b *blobEvents) note(reason string) {
 func (b *blobEvents) completed() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.emit(progress.Event{Kind: progress.Completed, Offset: b.desc.Size})
+	e := progress.Event{Kind: progress.Completed, Offset: b.desc.Size}
+	if len(b.sources) > 0 {
+		e.Sources = maps.Clone(b.sources)
+	}
+	b.emit(e)
+}
+
+// using records that the blob's bytes now come from the named source.
+func (b *blobEvents) using(name string) {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.source = name
+}
+
+// served counts n bytes read from the named source.
+func (b *blobEvents) served(name string, n int64) {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.sources == nil {
+		b.sources = map[string]int64{}
+	}
+	b.sources[name] += n
 }
 
 func (b *blobEvents) skipped(reason string) {

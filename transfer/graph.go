@@ -40,8 +40,14 @@ func Copy(ctx context.Context, src oras.ReadOnlyTarget, srcRef string, dst oras.
 		return ocispec.Descriptor{}, err
 	}
 	src, dst = rewireTarget(src, opts), rewireTarget(dst, opts)
-	root, raw, err := resolveRoot(ctx, src, srcRef, opts)
+	root, raw, err := resolveOnMirrors(ctx, srcRef, opts)
 	if err != nil {
+		root, raw, err = resolveRoot(ctx, src, srcRef, opts)
+	}
+	if err != nil {
+		if _, derr := digest.Parse(srcRef); derr != nil && len(opts.Mirrors) > 0 {
+			return ocispec.Descriptor{}, fmt.Errorf("resolve %q on the origin (tags are never resolved on a mirror): %w", srcRef, redacted(err))
+		}
 		return ocispec.Descriptor{}, fmt.Errorf("resolve %q: %w", srcRef, redacted(err))
 	}
 	if err := copyGraph(ctx, src, dst, root, dstRef, opts, raw); err != nil {
@@ -73,6 +79,41 @@ func resolveRoot(ctx context.Context, src oras.ReadOnlyTarget, ref string, opts 
 		return err
 	})
 	return root, raw, err
+}
+
+// resolveOnMirrors resolves a digest reference on the mirrors, in order,
+// one attempt each: content by digest may come from any of them, so a
+// copy by digest goes on while the origin is down. Tags are never
+// resolved on a mirror (a cache may serve a stale one): it fails for
+// them, and without mirrors.
+func resolveOnMirrors(ctx context.Context, ref string, opts Options) (ocispec.Descriptor, []byte, error) {
+	d, err := digest.Parse(ref)
+	if err != nil || len(opts.Mirrors) == 0 {
+		return ocispec.Descriptor{}, nil, errdef.ErrNotFound
+	}
+	err = errdef.ErrNotFound
+	for _, m := range opts.Mirrors {
+		t := rewireTarget(m.Target, opts)
+		var root ocispec.Descriptor
+		var raw []byte
+		switch r := unwrapTarget(t).(type) {
+		case registry.ReferenceFetcher:
+			root, raw, err = fetchReference(ctx, r, ref, opts)
+		case content.Resolver:
+			if root, err = r.Resolve(ctx, ref); err == nil {
+				err = checkReferenced(root)
+			}
+		default:
+			continue
+		}
+		if err == nil && root.Digest == d {
+			return root, raw, nil
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return ocispec.Descriptor{}, nil, err
 }
 
 // fetchReference is one attempt at reading the manifest ref names whole:

@@ -26,9 +26,9 @@ const (
 	// DefaultPullRangeSize: a large blob from a registry is fetched over
 	// up to 8 connections in ranges of 8 MiB, and one Copy opens at most
 	// 16 such connections at once. See Options.PullConnections.
-	DefaultPullConnections           = 8
-	DefaultMaxPullConnections        = 16
-	DefaultPullRangeSize       int64 = 8 << 20
+	DefaultPullConnections          = 8
+	DefaultMaxPullConnections       = 16
+	DefaultPullRangeSize      int64 = 8 << 20
 	// DefaultMaxMetadataBytes bounds a manifest or index read into memory,
 	// as oras-go does.
 	DefaultMaxMetadataBytes int64 = 4 << 20
@@ -102,6 +102,11 @@ type Options struct {
 	// PullRangeSize is the size of one range; 0 means
 	// DefaultPullRangeSize.
 	PullRangeSize int64
+	// Mirrors are alternate sources of content by digest, tried in order
+	// before the source itself (the origin) for every blob and every
+	// manifest fetched by digest; see Mirror and the package doc. Tags
+	// are resolved on the origin only. Mirrors of a Wrap serve its Fetch.
+	Mirrors []Mirror
 	// Monolithic turns chunked uploads off: blobs are pushed with one PUT
 	// per attempt, restarting from byte 0 after a failure.
 	Monolithic bool
@@ -127,6 +132,11 @@ var ErrInvalidOptions = errors.New("transfer: invalid options")
 func (o Options) Validate() error {
 	if err := o.Retry.Validate(); err != nil {
 		return fmt.Errorf("%w: Retry: %w", ErrInvalidOptions, err)
+	}
+	for i, m := range o.Mirrors {
+		if m.Target == nil {
+			return fmt.Errorf("%w: Mirrors[%d] has no Target", ErrInvalidOptions, i)
+		}
 	}
 	for _, f := range []struct {
 		name string

@@ -94,7 +94,7 @@ type parallelBody struct {
 	src       *rangedSource
 	cfg       *pullConfig
 	desc      ocispec.Descriptor
-	openRange func(ctx context.Context, desc ocispec.Descriptor, start, end int64) (io.ReadCloser, error)
+	openRange rangeOpener
 	ev        *blobEvents
 	end       int64
 
@@ -178,11 +178,11 @@ func (s *rangedSource) openParallel(ctx context.Context, desc ocispec.Descriptor
 			return rc, offset, nil
 		case errors.Is(err, httpblob.ErrRangeRefused), errors.Is(err, httpblob.ErrBadContentRange):
 			s.single.Store(desc.Digest, struct{}{})
-			return s.openSingle(ctx, desc, offset)
+			return s.openSingle(ctx, desc, offset, ev)
 		}
 		return nil, 0, err
 	}
-	ev.note(fmt.Sprintf("fetching in ranges of %s over up to %d connections", formatBytes(cfg.rangeSize), cfg.conns))
+	ev.note(fmt.Sprintf("fetching in ranges of %s over up to %d connections", progress.FormatBytes(cfg.rangeSize), cfg.conns))
 	n := min(cfg.conns, int((end-offset+cfg.rangeSize-1)/cfg.rangeSize))
 	b.wg.Add(n)
 	go b.work(0, first, rc)
@@ -198,7 +198,7 @@ func (s *rangedSource) openParallel(ctx context.Context, desc ocispec.Descriptor
 func (b *parallelBody) probe(ctx context.Context, c *pullRange) (io.ReadCloser, error) {
 	pctx, cancel := context.WithCancelCause(ctx)
 	stop := watch(b.cfg.wd, new(atomic.Int64), wallClock(), cancel)
-	rc, err := b.openRange(pctx, b.desc, c.start, c.end)
+	rc, err := b.openRange(pctx, b.desc, c.start, c.end, b.ev)
 	stop()
 	if err != nil && !errors.Is(err, httpblob.ErrRangeIgnored) {
 		if cause := context.Cause(pctx); cause != nil && ctx.Err() == nil && !errors.Is(err, cause) {
@@ -307,7 +307,7 @@ func (b *parallelBody) fetch(c *pullRange, rc io.ReadCloser) error {
 		var moved atomic.Int64
 		stop := watch(b.cfg.wd, &moved, wallClock(), ret.Cancel)
 		if rc == nil {
-			rc, err = b.openRange(alreadyWatched(actx), b.desc, c.start+c.n, c.end)
+			rc, err = b.openRange(alreadyWatched(actx), b.desc, c.start+c.n, c.end, b.ev)
 		}
 		if err == nil {
 			// The first connection was opened before this attempt began:
@@ -492,15 +492,3 @@ func (b *parallelBody) Close() error {
 
 // selfWatched marks a body that watches and counts its own connections.
 func (b *parallelBody) selfWatched() {}
-
-func formatBytes(n int64) string {
-	switch {
-	case n >= 1<<30 && n%(1<<30) == 0:
-		return fmt.Sprintf("%d GiB", n>>30)
-	case n >= 1<<20 && n%(1<<20) == 0:
-		return fmt.Sprintf("%d MiB", n>>20)
-	case n >= 1<<10 && n%(1<<10) == 0:
-		return fmt.Sprintf("%d KiB", n>>10)
-	}
-	return fmt.Sprintf("%d B", n)
-}

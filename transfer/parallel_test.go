@@ -125,7 +125,7 @@ func TestParallelWindowBoundsMemory(t *testing.T) {
 	if !bytes.Equal(append(first, rest...), s.blob) {
 		t.Fatal("bytes differ")
 	}
-	if _, ok := obs.Load("fetching in ranges of 64 KiB over up to 4 connections"); !ok {
+	if _, ok := obs.Load("fetching in ranges of 64.0 KiB over up to 4 connections"); !ok {
 		t.Fatal("no note of the parallel read")
 	}
 }
@@ -238,4 +238,3 @@ func TestParallelRangeRetryEvent(t *testing.T) {
 		t.Fatalf("Range.String() = %q", want)
 	}
 }
-

@@ -36,14 +36,46 @@ type source interface {
 
 // newSource reads s. Blobs from a registry or a URLSource are fetched over
 // several connections as opts say.
+// With Options.Mirrors, every source is read through a chain of the
+// mirrors and then s.
 func newSource(s content.Fetcher, opts Options) source {
+	if len(opts.Mirrors) > 0 {
+		c := newSourceChain(s, opts)
+		return &rangedSource{openRange: c.openRange, fetcher: chainFetcher{c}, chain: c, par: newPullConfig(opts)}
+	}
 	switch t := unwrapTarget(s).(type) {
 	case *remote.Repository:
-		return &rangedSource{openRange: httpblob.FromRepository(t).OpenRange, fetcher: t, par: newPullConfig(opts)}
+		return &rangedSource{openRange: withoutEvents(httpblob.FromRepository(t).OpenRange), fetcher: t, par: newPullConfig(opts)}
 	case *URLSource:
-		return &rangedSource{openRange: t.openRange, fetcher: t, par: newPullConfig(opts)}
+		return &rangedSource{openRange: withoutEvents(t.openRange), fetcher: t, par: newPullConfig(opts)}
 	}
 	return fetcherSource{s}
+}
+
+// rangeOpener opens bytes [start, end) of desc, with the errors and body
+// of httpblob.OpenRange; ev, if not nil, takes the events of a chain of
+// sources.
+type rangeOpener func(ctx context.Context, desc ocispec.Descriptor, start, end int64, ev *blobEvents) (io.ReadCloser, error)
+
+func withoutEvents(f func(ctx context.Context, desc ocispec.Descriptor, start, end int64) (io.ReadCloser, error)) rangeOpener {
+	return func(ctx context.Context, desc ocispec.Descriptor, start, end int64, _ *blobEvents) (io.ReadCloser, error) {
+		return f(ctx, desc, start, end)
+	}
+}
+
+// chainFetcher fetches manifests through a chain.
+type chainFetcher struct{ c *sourceChain }
+
+func (f chainFetcher) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
+	return f.c.fetch(ctx, desc)
+}
+
+// suspect tells a source that desc's bytes did not verify: a chain sets
+// aside the mirrors that served them.
+func suspect(src source, desc ocispec.Descriptor) {
+	if rs, ok := src.(*rangedSource); ok && rs.chain != nil {
+		rs.chain.corrupted(desc.Digest)
+	}
 }
 
 // rangedSource continues a broken download with its own ranged GET, from
@@ -51,9 +83,10 @@ func newSource(s content.Fetcher, opts Options) source {
 // here: seeking to the current offset after a failed read is a no-op, and
 // it always opens a full GET first.
 type rangedSource struct {
-	openRange func(ctx context.Context, desc ocispec.Descriptor, start, end int64) (io.ReadCloser, error)
+	openRange rangeOpener
 	fetcher   content.Fetcher // manifests, fetched whole
 	par       *pullConfig     // nil: one connection per blob
+	chain     *sourceChain    // nil without mirrors
 	// rangeIgnored holds the digests whose ranged reads the registry
 	// answered with the whole blob, refused (416) or answered with the
 	// wrong bytes (a 206 whose Content-Range does not match): their later
@@ -75,13 +108,13 @@ func (s *rangedSource) open(ctx context.Context, desc ocispec.Descriptor, offset
 		return rc, offset, err
 	}
 	if _, ok := s.rangeIgnored.Load(desc.Digest); ok {
-		rc, err := s.openRange(ctx, desc, 0, desc.Size)
+		rc, err := s.openRange(ctx, desc, 0, desc.Size, ev)
 		return rc, offset, err
 	}
 	if s.parallel(desc, offset, end, ev) {
 		return s.openParallel(ctx, desc, offset, end, ev)
 	}
-	return s.openSingle(ctx, desc, offset)
+	return s.openSingle(ctx, desc, offset, ev)
 }
 
 func (s *rangedSource) parallel(desc ocispec.Descriptor, offset, end int64, ev *blobEvents) bool {
@@ -94,8 +127,8 @@ func (s *rangedSource) parallel(desc ocispec.Descriptor, offset, end int64, ev *
 }
 
 // openSingle reads desc from offset to its end over one connection.
-func (s *rangedSource) openSingle(ctx context.Context, desc ocispec.Descriptor, offset int64) (io.ReadCloser, int64, error) {
-	rc, err := s.openRange(ctx, desc, offset, desc.Size)
+func (s *rangedSource) openSingle(ctx context.Context, desc ocispec.Descriptor, offset int64, ev *blobEvents) (io.ReadCloser, int64, error) {
+	rc, err := s.openRange(ctx, desc, offset, desc.Size, ev)
 	switch {
 	case errors.Is(err, httpblob.ErrRangeIgnored):
 		s.rangeIgnored.Store(desc.Digest, struct{}{})
@@ -103,7 +136,7 @@ func (s *rangedSource) openSingle(ctx context.Context, desc ocispec.Descriptor, 
 	case errors.Is(err, httpblob.ErrRangeRefused), errors.Is(err, httpblob.ErrBadContentRange):
 		// Degrade, do not die: read from 0 and drop, as for a 200.
 		s.rangeIgnored.Store(desc.Digest, struct{}{})
-		rc, err := s.openRange(ctx, desc, 0, desc.Size)
+		rc, err := s.openRange(ctx, desc, 0, desc.Size, ev)
 		return rc, offset, err
 	}
 	return rc, 0, err
@@ -345,6 +378,7 @@ func (r *healingReader) finish() {
 	r.closeBody()
 	if r.digester != nil {
 		if got := r.digester.Digest(); got != r.desc.Digest {
+			suspect(r.src, r.desc)
 			r.err = &readerError{fmt.Errorf("%w: got %s, want %s", content.ErrMismatchedDigest, got, r.desc.Digest)}
 			return
 		}

@@ -92,7 +92,6 @@ func (p *thinProxy) repo(t testing.TB, reg *registrytest.Registry, name string) 
 	return r
 }
 
-
 // trip is one request as the client saw it: how long it waited for its
 // response headers (or its error) and how it ended.
 type trip struct {

@@ -1,0 +1,354 @@
+package transfer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry/remote"
+
+	"github.com/sturdyoci/sturdy/internal/httpblob"
+	"github.com/sturdyoci/sturdy/progress"
+	"github.com/sturdyoci/sturdy/retrypolicy"
+)
+
+// Mirror is an alternate source of content by digest: a pull-through
+// cache or P2P daemon (a *remote.Repository on its host, with whatever
+// client and headers it needs), a shared OCI layout (oci.Store), any
+// content.ReadOnlyStorage. Every byte read from it is verified against
+// the digest, so any mirror is safe to read from; tags are never resolved
+// on one.
+type Mirror struct {
+	// Name names the mirror in events, notes and the Tracker's summary.
+	// Empty means the repository's host for a *remote.Repository, and
+	// "mirror N" (1-based) otherwise.
+	Name string
+	// Target serves blobs and manifests by digest.
+	Target content.ReadOnlyStorage
+}
+
+// OriginName is the name of the copy's own source in events and the
+// Tracker's summary when Options.Mirrors is set.
+const OriginName = "origin"
+
+// chainMember is one source of a chain: a mirror, or the origin (last).
+type chainMember struct {
+	name      string
+	origin    bool
+	openRange func(ctx context.Context, desc ocispec.Descriptor, start, end int64) (io.ReadCloser, error)
+	fetch     func(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error)
+	failures  atomic.Int32
+	aside     atomic.Bool
+}
+
+// sourceChain reads content by digest from the mirrors in order, then the
+// origin. A mirror that lacks a blob passes it on at once; one that fails
+// passes it on from the byte it reached, and is set aside for the rest of
+// the copy when it failed without moving a byte, stalled, failed twice, or
+// served bytes that did not verify.
+type sourceChain struct {
+	members []*chainMember
+	obs     progress.Observer
+	opts    Options
+
+	mu     sync.Mutex
+	next   map[digest.Digest]int                       // first member to try for a digest
+	served map[digest.Digest]map[*chainMember]struct{} // members that served bytes of a digest
+	only   map[digest.Digest]struct{}                  // digests that come from the origin only
+}
+
+// mirrorFailuresAside is how many failures after progress set a mirror
+// aside; a failure without progress, a stall or wrong bytes set it aside
+// at once.
+const mirrorFailuresAside = 2
+
+func newSourceChain(origin content.Fetcher, opts Options) *sourceChain {
+	c := &sourceChain{obs: opts.observer(), opts: opts, next: map[digest.Digest]int{},
+		served: map[digest.Digest]map[*chainMember]struct{}{}, only: map[digest.Digest]struct{}{}}
+	for i, m := range opts.Mirrors {
+		t := rewireTarget(m.Target, opts)
+		name := m.Name
+		if name == "" {
+			name = fmt.Sprintf("mirror %d", i+1)
+			if r, ok := unwrapTarget(t).(*remote.Repository); ok {
+				name = r.Reference.Host()
+			}
+		}
+		c.members = append(c.members, memberOf(name, t))
+	}
+	o := memberOf(OriginName, origin)
+	o.origin = true
+	c.members = append(c.members, o)
+	return c
+}
+
+func memberOf(name string, f content.Fetcher) *chainMember {
+	m := &chainMember{name: name, fetch: f.Fetch}
+	switch t := unwrapTarget(f).(type) {
+	case *remote.Repository:
+		m.openRange = httpblob.FromRepository(t).OpenRange
+	case *URLSource:
+		m.openRange = t.openRange
+	default:
+		m.openRange = func(ctx context.Context, desc ocispec.Descriptor, start, end int64) (io.ReadCloser, error) {
+			return fetchRange(ctx, f, desc, start, end)
+		}
+	}
+	return m
+}
+
+// fetchRange reads [start, end) of desc from a local store: seeked where
+// it can (oci.Store and file.Store hand out files), else read and
+// dropped, which costs no network.
+func fetchRange(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor, start, end int64) (io.ReadCloser, error) {
+	rc, err := f.Fetch(ctx, desc)
+	if err != nil {
+		return nil, err
+	}
+	if start > 0 {
+		sk, ok := rc.(io.Seeker)
+		if ok {
+			_, err = sk.Seek(start, io.SeekStart)
+		}
+		if !ok || err != nil {
+			if _, err = io.CopyN(io.Discard, rc, start); err != nil {
+				rc.Close()
+				return nil, err
+			}
+		}
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.LimitReader(rc, end-start), rc}, nil
+}
+
+// first is the member to try first for d.
+func (c *sourceChain) first(d digest.Digest) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.only[d]; ok {
+		return len(c.members) - 1
+	}
+	return c.next[d]
+}
+
+// passOn makes later reads of d start after member i.
+func (c *sourceChain) passOn(d digest.Digest, i int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.next[d] = max(c.next[d], i+1)
+}
+
+func (c *sourceChain) markServed(d digest.Digest, m *chainMember) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.served[d]
+	if s == nil {
+		s = map[*chainMember]struct{}{}
+		c.served[d] = s
+	}
+	s[m] = struct{}{}
+}
+
+// failed records a failure of m; moved says whether the connection moved
+// bytes before it broke.
+func (c *sourceChain) failed(m *chainMember, err error, moved bool) {
+	if m.origin {
+		return
+	}
+	stalled := errors.Is(err, retrypolicy.ErrStalled) || errors.Is(err, retrypolicy.ErrTooSlow)
+	if !moved || stalled || m.failures.Add(1) >= mirrorFailuresAside {
+		c.setAside(m, c.opts.Retry.Verdict(err).Reason)
+	}
+}
+
+func (c *sourceChain) setAside(m *chainMember, why string) {
+	if m.origin || m.aside.Swap(true) {
+		return
+	}
+	c.obs.OnEvent(progress.Event{Kind: progress.Note, Source: m.name,
+		Reason: fmt.Sprintf("mirror %s set aside for the rest of the copy: %s", m.name, why)})
+}
+
+// corrupted: the bytes of d did not verify. Every mirror that served some
+// of them is set aside, and d comes from the origin only.
+func (c *sourceChain) corrupted(d digest.Digest) {
+	c.mu.Lock()
+	c.only[d] = struct{}{}
+	var suspects []*chainMember
+	for m := range c.served[d] {
+		suspects = append(suspects, m)
+	}
+	c.mu.Unlock()
+	for _, m := range suspects {
+		c.setAside(m, "served bytes that failed the digest check")
+	}
+}
+
+// usable says whether m may serve d now.
+func (c *sourceChain) usable(m *chainMember) bool { return m.origin || !m.aside.Load() }
+
+// passable says whether a mirror's failure sends the read to the next
+// source rather than ending it: anything but the end of ctx.
+func passable(ctx context.Context) bool { return ctx.Err() == nil }
+
+// openRange opens [start, end) of desc on the first usable source, passing
+// a blob a mirror lacks or fails to the next one at once. Its errors and
+// body are those of httpblob.OpenRange (ErrRangeIgnored with the whole
+// body).
+func (c *sourceChain) openRange(ctx context.Context, desc ocispec.Descriptor, start, end int64, ev *blobEvents) (io.ReadCloser, error) {
+	return c.openFrom(ctx, desc, start, end, c.first(desc.Digest), ev)
+}
+
+func (c *sourceChain) openFrom(ctx context.Context, desc ocispec.Descriptor, start, end int64, from int, ev *blobEvents) (io.ReadCloser, error) {
+	for i := from; i < len(c.members); i++ {
+		m := c.members[i]
+		if !c.usable(m) {
+			continue
+		}
+		rc, err := m.openRange(ctx, desc, start, end)
+		if err == nil || errors.Is(err, httpblob.ErrRangeIgnored) {
+			b := &chainBody{c: c, m: m, idx: i, ctx: ctx, desc: desc, rc: rc, pos: start, end: end, ev: ev}
+			if err != nil {
+				b.pos, b.end = 0, desc.Size // the whole blob
+			}
+			ev.using(m.name)
+			return b, err
+		}
+		if m.origin || !passable(ctx) {
+			return nil, err
+		}
+		if !errors.Is(err, errdef.ErrNotFound) {
+			// A 404 is this blob's; anything else is the mirror's.
+			c.failed(m, err, false)
+		}
+		c.passOn(desc.Digest, i)
+	}
+	return nil, fmt.Errorf("%s: no usable source: %w", desc.Digest, errdef.ErrNotFound)
+}
+
+// fetch reads a manifest whole from the first source that has it and
+// whose bytes verify.
+func (c *sourceChain) fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
+	for i := c.first(desc.Digest); i < len(c.members); i++ {
+		m := c.members[i]
+		if !c.usable(m) {
+			continue
+		}
+		if m.origin {
+			return m.fetch(ctx, desc)
+		}
+		raw, err := fetchVerified(ctx, m, desc, c.opts.maxMetadataBytes())
+		if err == nil {
+			return io.NopCloser(bytes.NewReader(raw)), nil
+		}
+		if !passable(ctx) {
+			return nil, err
+		}
+		switch {
+		case errors.Is(err, errdef.ErrNotFound):
+		case errors.Is(err, content.ErrMismatchedDigest), errors.Is(err, content.ErrTrailingData):
+			c.setAside(m, "served bytes that failed the digest check")
+		default:
+			c.failed(m, err, false)
+		}
+		c.passOn(desc.Digest, i)
+	}
+	return nil, fmt.Errorf("%s: no usable source: %w", desc.Digest, errdef.ErrNotFound)
+}
+
+func fetchVerified(ctx context.Context, m *chainMember, desc ocispec.Descriptor, limit int64) ([]byte, error) {
+	if desc.Size > limit {
+		return nil, fmt.Errorf("%s: %d bytes, more than %d: %w", desc.Digest, desc.Size, limit, errdef.ErrSizeExceedsLimit)
+	}
+	rc, err := m.fetch(ctx, desc)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return content.ReadAll(rc, desc)
+}
+
+// chainBody is a body from one source of the chain. When a mirror breaks
+// in the middle, it goes on from the same byte on the next source, unseen
+// by its reader: no attempt is spent, no backoff slept. The origin's
+// errors, and any once the read's context has ended (a watchdog's cut, a
+// deadline), are its reader's to retry; the next open starts after the
+// mirror that failed.
+type chainBody struct {
+	c    *sourceChain
+	m    *chainMember
+	idx  int
+	ctx  context.Context
+	desc ocispec.Descriptor
+	ev   *blobEvents
+
+	rc       io.ReadCloser
+	pos, end int64 // the next byte this body gives, and where it stops
+	moved    bool  // this connection moved bytes
+	err      error // sticky: the next source could not be opened
+}
+
+func (b *chainBody) Read(p []byte) (int, error) {
+	for b.err == nil {
+		n, err := b.rc.Read(p)
+		if n > 0 {
+			b.pos += int64(n)
+			b.moved = true
+			b.ev.served(b.m.name, int64(n))
+			b.c.markServed(b.desc.Digest, b.m)
+		}
+		if err == nil || err == io.EOF || b.m.origin {
+			return n, err
+		}
+		b.c.failed(b.m, errors.Join(err, context.Cause(b.ctx)), b.moved)
+		b.c.passOn(b.desc.Digest, b.idx)
+		if b.ctx.Err() != nil {
+			return n, err // the read's end: its reader retries
+		}
+		// A mirror broke mid-body: go on from here on the next source.
+		b.switchSource()
+		if n > 0 {
+			return n, nil
+		}
+	}
+	return 0, b.err
+}
+
+// switchSource reopens the rest of the body on the next usable source, or
+// makes its error sticky.
+func (b *chainBody) switchSource() {
+	b.rc.Close()
+	rc, err := b.c.openFrom(b.ctx, b.desc, b.pos, b.end, b.idx+1, b.ev)
+	if err != nil && !errors.Is(err, httpblob.ErrRangeIgnored) {
+		b.err = err
+		return
+	}
+	nb := rc.(*chainBody)
+	if err != nil {
+		// The whole blob came back: drop what this body already gave.
+		if _, derr := io.CopyN(io.Discard, nb.rc, b.pos); derr != nil {
+			nb.rc.Close()
+			b.err = derr
+			return
+		}
+	}
+	b.m, b.idx, b.rc, b.moved = nb.m, nb.idx, nb.rc, false
+	b.ev.note(fmt.Sprintf("continuing at byte %d on %s", b.pos, b.m.name))
+}
+
+func (b *chainBody) Close() error {
+	if b.rc == nil {
+		return nil
+	}
+	return b.rc.Close()
+}
