@@ -82,6 +82,42 @@
 // (at most the window). Uploads are one ordered stream: the OCI upload
 // protocol is.
 //
+// # Mirrors, caches and P2P
+//
+// Options.Mirrors are alternate sources of content by digest: a
+// pull-through cache (Harbor proxy-cache project, distribution with
+// proxy.remoteurl), a P2P daemon in registry-mirror mode (Dragonfly's
+// dfdaemon, Spegel), a shared OCI layout. Every blob, and every manifest
+// fetched by digest, is read from the first usable mirror, then the next,
+// then the origin (Copy's src); a copy by digest resolves its root on the
+// mirrors too, so it goes on while the origin is down. Tags are resolved
+// on the origin only, always: a cache may hold a stale tag. A caller who
+// wants a mirror's tag resolves it there and copies by digest.
+//
+// A mirror that lacks a blob (404) passes it to the next source at once,
+// with no retry. One that fails passes the blob on from the byte it
+// reached: the next source gets a ranged GET from there, so bytes already
+// received are not fetched again; when the blob is fetched over several
+// connections, each range goes on from its own byte, so ranges of one
+// blob may come from different sources. Everything read is verified
+// against the digest as from the origin: when a blob's bytes do not
+// verify, it is fetched again once from the origin alone, and every mirror
+// that served some of it is set aside.
+//
+// A mirror is set aside for the rest of the copy (Wrap: for the wrapped
+// target's life) when it fails without moving a byte (refused, 401, 503),
+// stalls or trickles, fails twice, or serves wrong bytes: a dead mirror
+// costs one failure, a hung one one StallTimeout, not one per blob. A
+// progress.Note says which and why. A mirror's own 429/503 is not waited
+// out: the origin is the next source. The origin is never set aside.
+//
+// Events carry the source serving the blob (progress.Event.Source,
+// "origin" or the mirror's name), Completed the bytes each source served
+// (Event.Sources), and the Tracker's summary sums them: how much the
+// mirrors saved the origin. sturdy is the resilient client: it does not
+// seed, share or schedule content between nodes; the cache or the P2P
+// system is the distribution engine.
+//
 // Uploads to a registry of blobs of 1 MiB and more use the chunked
 // protocol: POST, one streamed PATCH per attempt (or Options.ChunkSize
 // chunks), PUT ?digest=. Smaller blobs go in one POST and PUT, restarting
