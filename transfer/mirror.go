@@ -343,7 +343,7 @@ func (b *chainBody) switchSource() {
 		}
 	}
 	b.m, b.idx, b.rc, b.moved = nb.m, nb.idx, nb.rc, false
-	b.ev.note(fmt.Sprintf("continuing at byte %d on %s", b.pos, b.m.name))
+	b.ev.note("a mirror failed mid-blob; continuing from the byte it reached on " + b.m.name)
 }
 
 func (b *chainBody) Close() error {

@@ -54,6 +54,9 @@ func TestDemo(t *testing.T) {
 	if o := float64(res.push.stats.WireUp) / float64(res.push.summary.Payload); o >= 1.3 {
 		t.Errorf("push: registry received %.2fx the payload, want < 1.3", o)
 	}
+	if m := res.mirror.summary; m.Completed != 8 || m.Sources["cache"] == 0 || m.Sources["origin"] == 0 {
+		t.Errorf("through the mirror: %d completed, sources %v; want 8, and bytes from both the cache and the origin", m.Completed, m.Sources)
+	}
 	if res.verified.blobs != 8 || res.verified.nodes != 8 {
 		t.Errorf("verified %d blobs and %d descriptors, want 8 and 8", res.verified.blobs, res.verified.nodes)
 	}
@@ -62,6 +65,7 @@ func TestDemo(t *testing.T) {
 		`push  retrying .*: stalled;`, `pull  retrying .*: stalled;`,
 		`retrying .*: unavailable \(HTTP 503\); waiting 1s`, `retrying .*: connection reset;`,
 		`push  resumed `, `pull  resumed `, `verified: 8 blobs`,
+		`mirror cache set aside`, `continuing from the byte it reached on origin`, `sources  cache .*, origin `,
 	} {
 		if !regexp.MustCompile(want).MatchString(log) {
 			t.Errorf("output lacks %s", want)

@@ -110,6 +110,7 @@ type result struct {
 	root       ocispec.Descriptor
 	push, pull phaseResult
 	verified   verified
+	mirror     phaseResult // the pull through a mirror that dies half-way
 	plain      []plainResult // with -compare
 }
 
@@ -192,10 +193,74 @@ func run(ctx context.Context, cfg config) (*result, error) {
 	fmt.Fprintf(d.out, "\nverified: %d blobs (%s) re-hashed from the pulled layout, all %d descriptors under %s present, %s -> %s\n",
 		res.verified.blobs, ui.Bytes(res.verified.bytes), res.verified.nodes, ui.ShortDigest(string(src.root.Digest)), tag, src.root.Digest)
 
+	if res.mirror, err = d.mirrorPull(ctx, reg, src); err != nil {
+		return res, fmt.Errorf("pull through a mirror: %w", err)
+	}
+
 	if cfg.compare {
 		res.plain = d.compare(ctx, reg, src, res)
 	}
 	return res, nil
+}
+
+// mirrorPull pulls the model again, this time through a pull-through cache
+// of the registry (distribution's proxy mode) given as a mirror, which
+// dies once it has served half the model: the blobs in flight go on from
+// the byte they reached on the origin, and the summary says how many bytes
+// each source served.
+func (d *demo) mirrorPull(ctx context.Context, origin *registrytest.Registry, src *source) (phaseResult, error) {
+	cache, err := registrytest.Start(registrytest.WithPullThrough(origin), registrytest.WithStorageDir(filepath.Join(d.work, "cache")))
+	if err != nil {
+		return phaseResult{}, err
+	}
+	defer cache.Close()
+	mirror, err := cache.Repository(repoName)
+	if err != nil {
+		return phaseResult{}, err
+	}
+	repo, err := origin.Repository(repoName)
+	if err != nil {
+		return phaseResult{}, err
+	}
+	dir := filepath.Join(d.work, "pulled-via-mirror")
+	layout, err := oci.New(dir)
+	if err != nil {
+		return phaseResult{}, err
+	}
+	half := d.cfg.size / 2
+	fmt.Fprintf(d.out, "\nmirror: %s, a pull-through cache of the registry; it dies after serving %s\n", cache.Host(), ui.Bytes(half))
+	r := d.phase(ctx, "mirror", "cache "+cache.Host()+" then "+origin.Reference(repoName, tag), "oci-layout:"+dir, origin, faultPlan{},
+		func(ctx context.Context, opts transfer.Options) error {
+			stop := make(chan struct{})
+			defer close(stop)
+			go func() {
+				t := time.NewTicker(time.Millisecond)
+				defer t.Stop()
+				for cache.Stats().Kinds[registrytest.BlobGet].ResponseBodyBytes < half {
+					select {
+					case <-stop:
+						return
+					case <-t.C:
+					}
+				}
+				cache.Close()
+			}()
+			opts.Mirrors = []transfer.Mirror{{Name: "cache", Target: mirror}}
+			root, err := transfer.Copy(ctx, repo, tag, layout, tag, opts)
+			if err == nil && root.Digest != src.root.Digest {
+				err = fmt.Errorf("pulled root %s, pushed %s", root.Digest, src.root.Digest)
+			}
+			return err
+		})
+	if r.err != nil {
+		return r, r.err
+	}
+	v, err := verifyLayout(ctx, dir, tag, src.root)
+	if err != nil {
+		return r, fmt.Errorf("verify: %w", err)
+	}
+	fmt.Fprintf(d.out, "\nverified: %d blobs (%s) pulled through the mirror and the origin, re-hashed\n", v.blobs, ui.Bytes(v.bytes))
+	return r, nil
 }
 
 // makeModel writes the model files and opens them as an oras source.

@@ -22,14 +22,21 @@ func (d *demo) report(r phaseResult) {
 		fmt.Fprintln(d.out, "  "+line)
 	}
 	wire, dir := r.stats.WireUp, "received"
-	if r.name == "pull" {
+	if r.name != "push" {
 		wire, dir = r.stats.WireDown, "sent"
 	}
-	fmt.Fprintf(d.out, "  registry %s %s on its sockets", dir, ui.Bytes(wire))
+	who := "registry"
+	if r.name == "mirror" {
+		who = "origin"
+	}
+	fmt.Fprintf(d.out, "  %s %s %s on its sockets", who, dir, ui.Bytes(wire))
 	if r.summary.Payload > 0 {
 		fmt.Fprintf(d.out, " (%.2fx the payload, headers included)", float64(wire)/float64(r.summary.Payload))
 	}
 	fmt.Fprintln(d.out)
+	if r.name == "mirror" {
+		fmt.Fprintln(d.out, "           (what it sent the cold cache included: the cache fetched from it as it served)")
+	}
 	if r.name == "push" && float64(r.summary.Wire) > 1.02*float64(wire) {
 		// sturdy counts what it handed to the connection; a reset throws
 		// away what was still in the socket buffers on the way.
