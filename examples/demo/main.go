@@ -110,7 +110,7 @@ type result struct {
 	root       ocispec.Descriptor
 	push, pull phaseResult
 	verified   verified
-	mirror     phaseResult // the pull through a mirror that dies half-way
+	mirror     phaseResult   // the pull through a mirror that dies half-way
 	plain      []plainResult // with -compare
 }
 
