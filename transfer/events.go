@@ -97,6 +97,9 @@ func (b *blobEvents) progressed(offset int64) {
 // onWire counts n bytes that crossed the wire, not yet progress (a range
 // fetched ahead of the offset).
 func (b *blobEvents) onWire(n int64) {
+	if b == nil {
+		return
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.wire += n

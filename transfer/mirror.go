@@ -292,15 +292,26 @@ type chainBody struct {
 	desc ocispec.Descriptor
 	ev   *blobEvents
 
-	rc       io.ReadCloser
 	pos, end int64 // the next byte this body gives, and where it stops
 	moved    bool  // this connection moved bytes
 	err      error // sticky: the next source could not be opened
+
+	// mu guards rc and closed: a parallel range's watchdog closes the
+	// body from another goroutine, possibly while Read switches sources.
+	mu     sync.Mutex
+	rc     io.ReadCloser
+	closed bool
+}
+
+func (b *chainBody) current() io.ReadCloser {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.rc
 }
 
 func (b *chainBody) Read(p []byte) (int, error) {
 	for b.err == nil {
-		n, err := b.rc.Read(p)
+		n, err := b.current().Read(p)
 		if n > 0 {
 			b.pos += int64(n)
 			b.moved = true
@@ -327,7 +338,7 @@ func (b *chainBody) Read(p []byte) (int, error) {
 // switchSource reopens the rest of the body on the next usable source, or
 // makes its error sticky.
 func (b *chainBody) switchSource() {
-	b.rc.Close()
+	b.current().Close()
 	rc, err := b.c.openFrom(b.ctx, b.desc, b.pos, b.end, b.idx+1, b.ev)
 	if err != nil && !errors.Is(err, httpblob.ErrRangeIgnored) {
 		b.err = err
@@ -336,19 +347,31 @@ func (b *chainBody) switchSource() {
 	nb := rc.(*chainBody)
 	if err != nil {
 		// The whole blob came back: drop what this body already gave.
-		if _, derr := io.CopyN(io.Discard, nb.rc, b.pos); derr != nil {
+		n, derr := io.CopyN(io.Discard, nb.rc, b.pos)
+		b.ev.onWire(n)
+		b.ev.served(nb.m.name, n)
+		if derr != nil {
 			nb.rc.Close()
 			b.err = derr
 			return
 		}
 	}
-	b.m, b.idx, b.rc, b.moved = nb.m, nb.idx, nb.rc, false
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		nb.rc.Close()
+		b.err = errReaderClosed
+		return
+	}
+	b.rc = nb.rc
+	b.mu.Unlock()
+	b.m, b.idx, b.moved = nb.m, nb.idx, false
 	b.ev.note("a mirror failed mid-blob; continuing from the byte it reached on " + b.m.name)
 }
 
 func (b *chainBody) Close() error {
-	if b.rc == nil {
-		return nil
-	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
 	return b.rc.Close()
 }
