@@ -18,6 +18,7 @@ const (
 	KeyBackoff = "backoff" // Event.Backoff, a time.Duration
 	KeyOffset  = "offset"  // Event.Offset in bytes
 	KeyRange   = "range"   // Event.Range, "bytes a-b", only when not zero
+	KeySource  = "source"  // Event.Source, only when set (a copy with mirrors)
 	KeyWire    = "wire"    // Event.Wire in bytes, only when the emitter counted
 	KeyErr     = "err"     // Event.Err
 )
@@ -36,7 +37,8 @@ const (
 //	Progressed                never: a progress bar is the place for it
 //
 // The message is "blob " followed by the kind ("blob retrying"), or "note"
-// for a Note. Empty reasons, nil errors and unset wire counts are left out.
+// for a Note. Empty reasons, nil errors and unset wire counts are left out;
+// with mirrors, every kind but Started and Skipped also has the source.
 // A nil logger means slog.Default() at the time of each event.
 func Log(logger *slog.Logger) Observer {
 	return logObserver{logger: logger}
@@ -77,6 +79,9 @@ func (o logObserver) OnEvent(e Event) {
 	}
 	if e.Desc.Digest != "" || e.Desc.Size != 0 {
 		attrs = append(attrs, slog.Int64(KeySize, e.Desc.Size))
+	}
+	if e.Source != "" && e.Kind != Started && e.Kind != Skipped {
+		attrs = append(attrs, slog.String(KeySource, e.Source))
 	}
 	switch e.Kind {
 	case Retrying:

@@ -1,10 +1,12 @@
 package progress
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -187,6 +189,20 @@ func TestShortDigest(t *testing.T) {
 	} {
 		if got := shortDigest(in); got != want {
 			t.Errorf("shortDigest(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestLogSourceAndRange(t *testing.T) {
+	var buf bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(&buf, nil))
+	d := ocispec.Descriptor{Digest: digest.Digest("sha256:" + strings.Repeat("a", 64)), Size: 10 << 20}
+	Log(logger).OnEvent(Event{Kind: Retrying, Desc: d, Attempt: 1, Op: "fetch", Reason: "connection reset",
+		Range: Range{Start: 8 << 20, End: 10 << 20}, Source: "cache"})
+	out := buf.String()
+	for _, want := range []string{"source=cache", `range="bytes 8388608-10485759"`} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("log line %q lacks %s", out, want)
 		}
 	}
 }
