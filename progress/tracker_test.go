@@ -557,3 +557,35 @@ func TestTrackerConcurrent(t *testing.T) {
 		t.Errorf("notes %q", s.Notes)
 	}
 }
+
+// Retries and resumes of one range are counted but leave the blob at its
+// own offset; Completed's Sources are summed per source.
+func TestTrackerRangesAndSources(t *testing.T) {
+	a, b := desc("a", 100<<20), desc("b", 10<<20)
+	r := Range{Start: 40 << 20, End: 48 << 20}
+	tr := NewTracker()
+	feed(tr,
+		Event{Kind: Started, Desc: a, Time: sec(0)},
+		Event{Kind: Progressed, Desc: a, Offset: 16 << 20, Time: sec(1)},
+		Event{Kind: Retrying, Desc: a, Range: r, Offset: 43 << 20, Attempt: 1, Reason: "connection reset", Time: sec(1.1)},
+		Event{Kind: Resumed, Desc: a, Range: r, Offset: 43 << 20, Attempt: 2, Time: sec(1.2)},
+		Event{Kind: Progressed, Desc: a, Offset: 32 << 20, Time: sec(2)},
+		Event{Kind: Completed, Desc: a, Offset: a.Size, Sources: map[string]int64{"cache": 60 << 20, "origin": 40 << 20}, Time: sec(3)},
+		Event{Kind: Started, Desc: b, Time: sec(3)},
+		Event{Kind: Completed, Desc: b, Offset: b.Size, Sources: map[string]int64{"origin": 10 << 20}, Time: sec(4)},
+	)
+	s := tr.Snapshot()
+	if s.Retries != 1 || s.Resumes != 1 {
+		t.Fatalf("retries %d resumes %d", s.Retries, s.Resumes)
+	}
+	if s.Blobs[0].Wire != a.Size {
+		t.Fatalf("a range's events moved the blob: wire %d, want %d", s.Blobs[0].Wire, a.Size)
+	}
+	sum := s.Summary()
+	if sum.Sources["cache"] != 60<<20 || sum.Sources["origin"] != 50<<20 {
+		t.Fatalf("sources %v", sum.Sources)
+	}
+	if !strings.Contains(sum.String(), "sources  cache 60.0 MiB, origin 50.0 MiB") {
+		t.Fatalf("summary:\n%s", sum)
+	}
+}
