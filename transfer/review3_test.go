@@ -130,7 +130,6 @@ type failingOrigin struct {
 	calls atomic.Int64
 }
 
-
 func (f *failingOrigin) Fetch(context.Context, ocispec.Descriptor) (io.ReadCloser, error) {
 	f.calls.Add(1)
 	return nil, syscall.ECONNREFUSED
