@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -329,5 +330,70 @@ func TestReview3MirrorSwitchDropIsUnwatched(t *testing.T) {
 	if completed.Sources[OriginName] < layer.Size || completed.Wire < layer.Size+cutAt {
 		t.Errorf("Completed: Wire %d, Sources %v; want origin >= %d (the drop crossed the wire) and Wire >= %d",
 			completed.Wire, completed.Sources, layer.Size, layer.Size+cutAt)
+	}
+}
+
+// A mirror that sends its headers and then stalls is cut by the healing
+// reader's watchdog through the attempt's context; chainBody sees
+// ctx.Err() and hands the error to the healing reader, which spends one of
+// the blob's attempts on it and sleeps a backoff before reopening on the
+// origin. The docs promise a hung mirror costs one StallTimeout; it costs
+// an attempt and an InitialBackoff (5 s by default) too, and with
+// MaxAttempts 1 ("no retry") the blob fails although the origin is fine.
+func TestReview3MirrorStallCostsTheBlobAnAttempt(t *testing.T) {
+	checkLeaks(t)
+	src, root, _ := artifact(t, 64<<10)
+	mirrorSrv := newReview3Blobs(t, src, root)
+	mirrorSrv.hook = func(w http.ResponseWriter, r *http.Request, blob []byte) bool {
+		w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
+		w.WriteHeader(http.StatusOK)
+		http.NewResponseController(w).Flush()
+		<-r.Context().Done() // headers, then silence
+		return true
+	}
+	opts := Options{Retry: fastRetry, StallTimeout: 150 * time.Millisecond,
+		Mirrors: []Mirror{{Name: "hung", Target: mirrorSrv.source()}}}
+	opts.Retry.MaxAttempts = 1
+	if _, err := Copy(context.Background(), src, "v1", memory.New(), "", opts); err != nil {
+		t.Fatalf("a mirror that stalled failed the copy (MaxAttempts 1, healthy origin): %v", err)
+	}
+}
+
+// progress.Event.Range doc: a range's Retrying/Resumed "concerns that
+// range only: ... Attempt counts the range's attempts". The Tracker takes
+// e.Attempt into BlobState.Attempts before it looks at Range, so one
+// range retried once makes a blob that never retried show Attempts 2
+// (and a blob whose ranges were each retried 5 times shows 6, as if it
+// had used its MaxAttempts).
+func TestReview3TrackerCountsRangeAttemptsAsBlobAttempts(t *testing.T) {
+	checkLeaks(t)
+	const rangeSize = 64 << 10
+	s := newRangeServer(t, 8*rangeSize)
+	var failed atomic.Bool
+	s.hold = func(start int64, w http.ResponseWriter, r *http.Request) {
+		if start == 3*rangeSize && failed.CompareAndSwap(false, true) {
+			w.Header().Set("Content-Range", "bytes "+strconv.Itoa(int(start))+"-"+strconv.Itoa(int(start+rangeSize-1))+"/"+strconv.Itoa(int(s.desc.Size)))
+			w.Header().Set("Content-Length", strconv.Itoa(rangeSize))
+			w.WriteHeader(http.StatusPartialContent)
+			w.Write(s.blob[start : start+1000])
+			http.NewResponseController(w).Flush()
+			panic(http.ErrAbortHandler)
+		}
+	}
+	tr := progress.NewTracker()
+	rc, err := OpenURL(context.Background(), s.source(), s.desc, Options{PullRangeSize: rangeSize, Retry: fastRetry, Observer: tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(rc); err != nil {
+		t.Fatal(err)
+	}
+	rc.Close()
+	snap := tr.Snapshot()
+	if len(snap.Blobs) != 1 {
+		t.Fatalf("%d blobs", len(snap.Blobs))
+	}
+	if b := snap.Blobs[0]; b.Attempts != 1 || b.Retries != 1 {
+		t.Fatalf("Attempts %d, Retries %d; want 1 attempt at the blob and 1 range retry", b.Attempts, b.Retries)
 	}
 }
