@@ -421,7 +421,8 @@ func (t *Tracker) OnEvent(e Event) {
 		return // nothing to attach the event to
 	}
 	b := t.blob(e.Desc, at)
-	if e.Attempt > b.state.Attempts {
+	if e.Attempt > b.state.Attempts && e.Range.IsZero() {
+		// A range's attempts are not the blob's.
 		b.state.Attempts = e.Attempt
 	}
 	if e.Wire > b.reportedWire {

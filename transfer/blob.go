@@ -51,6 +51,15 @@ func newBlobMover(src content.ReadOnlyStorage, dst content.Storage, opts Options
 	return m
 }
 
+// manifestFetcher is where manifests are read by digest: the mirrors and
+// then src when the copy has mirrors, src itself otherwise.
+func (m *blobMover) manifestFetcher(src content.Fetcher) content.Fetcher {
+	if rs, ok := m.src.(*rangedSource); ok && rs.chain != nil {
+		return rs.fetcher
+	}
+	return src
+}
+
 // move moves one blob: skip if present, mount if possible, else send its
 // bytes.
 func (m *blobMover) move(ctx context.Context, desc ocispec.Descriptor, ev *blobEvents) error {

@@ -254,7 +254,7 @@ func (g *graphCopier) copyNode(ctx context.Context, desc ocispec.Descriptor, tag
 	}
 	raw := g.rootRaw
 	if raw == nil || tag == "" {
-		if raw, err = readManifest(ctx, g.opts, g.src, desc, ev); err != nil {
+		if raw, err = readManifest(ctx, g.opts, g.blobs.manifestFetcher(g.src), desc, ev); err != nil {
 			err = fromSource(err)
 			g.fail(ev, desc, err)
 			return err

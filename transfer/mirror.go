@@ -197,6 +197,47 @@ func (c *sourceChain) corrupted(d digest.Digest) {
 // usable says whether m may serve d now.
 func (c *sourceChain) usable(m *chainMember) bool { return m.origin || !m.aside.Load() }
 
+// mirrorWatch is the watchdog of one connection to a mirror. It cuts at
+// half the StallTimeout (and half the low-speed window), before the
+// reader's own watchdog would end the attempt: a hung mirror passes the
+// read on to the next source without spending an attempt or a backoff.
+// Its clock runs only while the mirror is asked for bytes.
+type mirrorWatch struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	moved  atomic.Int64
+	active activeClock
+	stop   func()
+}
+
+func (c *sourceChain) watchMirror(parent context.Context) *mirrorWatch {
+	w := &mirrorWatch{}
+	w.ctx, w.cancel = context.WithCancelCause(parent)
+	cfg := c.opts.watchdogConfig()
+	if cfg.stall > 0 {
+		cfg.stall /= 2
+	}
+	cfg.lowTime /= 2
+	w.stop = watch(cfg, &w.moved, w.active.elapsed, w.cancel)
+	return w
+}
+
+// cut reports whether the watchdog ended the connection.
+func (w *mirrorWatch) cut() bool {
+	if w == nil {
+		return false
+	}
+	cause := context.Cause(w.ctx)
+	return errors.Is(cause, retrypolicy.ErrStalled) || errors.Is(cause, retrypolicy.ErrTooSlow)
+}
+
+func (w *mirrorWatch) end() {
+	if w != nil {
+		w.stop()
+		w.cancel(nil)
+	}
+}
+
 // passable says whether a mirror's failure sends the read to the next
 // source rather than ending it: anything but the end of ctx.
 func passable(ctx context.Context) bool { return ctx.Err() == nil }
@@ -215,21 +256,32 @@ func (c *sourceChain) openFrom(ctx context.Context, desc ocispec.Descriptor, sta
 		if !c.usable(m) {
 			continue
 		}
-		rc, err := m.openRange(ctx, desc, start, end)
+		octx := ctx
+		var w *mirrorWatch
+		if !m.origin {
+			w = c.watchMirror(ctx)
+			octx = w.ctx
+			w.active.enter()
+		}
+		rc, err := m.openRange(octx, desc, start, end)
+		if w != nil {
+			w.active.leave()
+		}
 		if err == nil || errors.Is(err, httpblob.ErrRangeIgnored) {
-			b := &chainBody{c: c, m: m, idx: i, ctx: ctx, desc: desc, rc: rc, pos: start, end: end, ev: ev}
+			b := &chainBody{c: c, m: m, idx: i, ctx: ctx, w: w, desc: desc, rc: rc, pos: start, end: end, ev: ev}
 			if err != nil {
 				b.pos, b.end = 0, desc.Size // the whole blob
 			}
 			ev.using(m.name)
 			return b, err
 		}
+		w.end()
 		if m.origin || !passable(ctx) {
 			return nil, err
 		}
-		if !errors.Is(err, errdef.ErrNotFound) {
+		if w.cut() || !errors.Is(err, errdef.ErrNotFound) {
 			// A 404 is this blob's; anything else is the mirror's.
-			c.failed(m, err, false)
+			c.failed(m, errors.Join(err, context.Cause(w.ctx)), false)
 		}
 		c.passOn(desc.Digest, i)
 	}
@@ -288,7 +340,8 @@ type chainBody struct {
 	c    *sourceChain
 	m    *chainMember
 	idx  int
-	ctx  context.Context
+	ctx  context.Context // the read's
+	w    *mirrorWatch    // the mirror connection's watchdog; nil on the origin
 	desc ocispec.Descriptor
 	ev   *blobEvents
 
@@ -311,7 +364,14 @@ func (b *chainBody) current() io.ReadCloser {
 
 func (b *chainBody) Read(p []byte) (int, error) {
 	for b.err == nil {
+		if b.w != nil {
+			b.w.active.enter()
+		}
 		n, err := b.current().Read(p)
+		if b.w != nil {
+			b.w.active.leave()
+			b.w.moved.Add(int64(n))
+		}
 		if n > 0 {
 			b.pos += int64(n)
 			b.moved = true
@@ -321,7 +381,11 @@ func (b *chainBody) Read(p []byte) (int, error) {
 		if err == nil || err == io.EOF || b.m.origin {
 			return n, err
 		}
-		b.c.failed(b.m, errors.Join(err, context.Cause(b.ctx)), b.moved)
+		cause := context.Cause(b.ctx)
+		if b.w.cut() {
+			cause = context.Cause(b.w.ctx)
+		}
+		b.c.failed(b.m, errors.Join(err, cause), b.moved)
 		b.c.passOn(b.desc.Digest, b.idx)
 		if b.ctx.Err() != nil {
 			return n, err // the read's end: its reader retries
@@ -339,31 +403,28 @@ func (b *chainBody) Read(p []byte) (int, error) {
 // makes its error sticky.
 func (b *chainBody) switchSource() {
 	b.current().Close()
+	b.w.end()
 	rc, err := b.c.openFrom(b.ctx, b.desc, b.pos, b.end, b.idx+1, b.ev)
 	if err != nil && !errors.Is(err, httpblob.ErrRangeIgnored) {
 		b.err = err
 		return
 	}
 	nb := rc.(*chainBody)
-	if err != nil {
-		// The whole blob came back: drop what this body already gave.
-		n, derr := io.CopyN(io.Discard, nb.rc, b.pos)
-		b.ev.onWire(n)
-		b.ev.served(nb.m.name, n)
-		if derr != nil {
-			nb.rc.Close()
-			b.err = derr
-			return
-		}
+	if err != nil && b.pos > 0 {
+		// The next source sends the whole blob: its reader reopens at
+		// once and drops what it has, under its watchdog, counted.
+		nb.Close()
+		b.err = &reopenNow{fmt.Errorf("%s sends the whole blob: %w", nb.m.name, err)}
+		return
 	}
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
-		nb.rc.Close()
+		nb.Close()
 		b.err = errReaderClosed
 		return
 	}
-	b.rc = nb.rc
+	b.rc, b.w = nb.rc, nb.w
 	b.mu.Unlock()
 	b.m, b.idx, b.moved = nb.m, nb.idx, false
 	b.ev.note("a mirror failed mid-blob; continuing from the byte it reached on " + b.m.name)
@@ -373,5 +434,7 @@ func (b *chainBody) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.closed = true
-	return b.rc.Close()
+	err := b.rc.Close()
+	b.w.end()
+	return err
 }

@@ -329,10 +329,10 @@ func (b *parallelBody) fetch(c *pullRange, rc io.ReadCloser) error {
 		}
 		if errors.Is(err, httpblob.ErrRangeIgnored) || errors.Is(err, httpblob.ErrRangeRefused) || errors.Is(err, httpblob.ErrBadContentRange) {
 			cancel(nil)
-			// Transient: the healing reader goes on over one connection.
+			// The healing reader goes on over one connection, at once.
 			b.src.single.Store(b.desc.Digest, struct{}{})
 			b.ev.note("registry stopped serving byte ranges; fetching this blob over one connection")
-			return retrypolicy.Transient(fmt.Errorf("%s: %w: %w", c.rng(), errNotParallel, err))
+			return &reopenNow{fmt.Errorf("%s: %w: %w", c.rng(), errNotParallel, err)}
 		}
 		if pushedBack(err) {
 			b.fewerConnections()

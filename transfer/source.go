@@ -184,6 +184,7 @@ type healingReader struct {
 	delivered atomic.Bool     // every byte was read: what follows is the consumer's business
 	digester  digest.Digester // nil: not verified here (began mid-blob, or the destination verifies)
 	resumes   int
+	reopens   int // reopenNow reopens so far
 	notedDrop bool
 
 	body   io.ReadCloser
@@ -358,9 +359,30 @@ func (r *healingReader) fail(err error) {
 	r.stopWD()
 	r.body.Close()
 	r.body = nil
+	var rn *reopenNow
+	if errors.As(err, &rn) && r.reopens < maxReopensNow {
+		// Not the server's failure: go on over one connection, or from
+		// the next source, without an attempt or a backoff.
+		r.reopens++
+		r.cancel(nil)
+		return
+	}
 	r.err = r.retry(err)
 	r.cancel(nil)
 }
+
+// reopenNow marks a read that ended for a reason that is not a failure of
+// the source: a parallel read falling back to one connection (degrade,
+// never die), or a switch of source to one that sends the whole blob.
+// The healing reader reopens at once, up to maxReopensNow times.
+type reopenNow struct{ err error }
+
+func (e *reopenNow) Error() string { return e.err.Error() }
+func (e *reopenNow) Unwrap() error { return e.err }
+
+// maxReopensNow bounds the free reopens of one reader, in case a server
+// keeps changing its mind.
+const maxReopensNow = 4
 
 func (r *healingReader) retry(err error) error {
 	var re *readerError
@@ -446,7 +468,7 @@ func (s *streamSource) network() bool {
 }
 
 func (s *streamSource) parallel(desc ocispec.Descriptor, offset, end int64, ev *blobEvents) bool {
-	if fb, ok := s.r.(*fetchedBlob); ok && (s.used || offset > 0) {
+	if fb, ok := s.r.(*fetchedBlob); ok && (s.used || offset > 0) && offset != s.consumed {
 		return fb.hr.src.parallel(desc, offset, end, ev)
 	}
 	return false
@@ -457,7 +479,11 @@ func (s *streamSource) open(ctx context.Context, desc ocispec.Descriptor, offset
 		s.used = true
 		return io.NopCloser(&countingStream{s}), 0, nil
 	}
-	if fb, ok := s.r.(*fetchedBlob); ok {
+	if fb, ok := s.r.(*fetchedBlob); ok && offset != s.consumed {
+		// Bytes were lost: fetch again from the source. The reader's own
+		// connections go first; a parallel read among them holds buffers
+		// of the copy-wide window that this one needs.
+		fb.hr.closeBody()
 		return fb.hr.src.open(ctx, desc, offset, end, ev)
 	}
 	if sk, ok := s.r.(io.Seeker); ok {

@@ -119,7 +119,7 @@ func (w *wrapped) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCl
 		return nil, blobError(desc, fromSource(err))
 	}
 	if isManifest(desc) {
-		raw, err := readManifest(ctx, w.opts, w.t, desc, newBlobEvents(w.mover.opts.Observer, desc))
+		raw, err := readManifest(ctx, w.opts, w.mover.manifestFetcher(w.t), desc, newBlobEvents(w.mover.opts.Observer, desc))
 		if err != nil {
 			return nil, blobError(desc, fromSource(redacted(err)))
 		}
