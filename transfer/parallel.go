@@ -111,6 +111,7 @@ type parallelBody struct {
 	next int64        // where the next range to hand out starts
 	seq  int          // its index
 	err  error        // the first failure; ends every Read
+	held int // ranges taken and not released
 	// finished counts the ranges fetched; finishedAtCut is its value at
 	// the last halving of limit, if backedOff.
 	finished, finishedAtCut int
@@ -129,6 +130,7 @@ type pullRange struct {
 	n          int64 // bytes in buf, written by the worker only
 	done       bool  // guarded by parallelBody.mu
 	released   bool  // guarded by parallelBody.mu
+	exempt     bool  // outside the copy-wide budget (the blob held no other range)
 }
 
 func (c *pullRange) rng() progress.Range { return progress.Range{Start: c.start, End: c.end} }
@@ -230,18 +232,31 @@ func (b *parallelBody) take() *pullRange {
 	case <-b.ctx.Done():
 		return nil
 	}
-	if b.cfg.buffers.Acquire(b.ctx, 1) != nil {
+	// A blob that holds no range takes one outside the copy-wide budget:
+	// readers that stopped reading (a Wrap'd Fetch left open) may hold
+	// all of it, and every blob must still move.
+	b.mu.Lock()
+	exempt := b.held == 0
+	b.held++
+	b.mu.Unlock()
+	if !exempt && b.cfg.buffers.Acquire(b.ctx, 1) != nil {
+		b.mu.Lock()
+		b.held--
+		b.mu.Unlock()
 		<-b.window
 		return nil
 	}
 	b.mu.Lock()
 	if b.next >= b.end || b.err != nil {
+		b.held--
 		b.mu.Unlock()
-		b.cfg.buffers.Release(1)
+		if !exempt {
+			b.cfg.buffers.Release(1)
+		}
 		<-b.window
 		return nil
 	}
-	c := &pullRange{idx: b.seq, start: b.next, end: min(b.next+b.cfg.rangeSize, b.end)}
+	c := &pullRange{idx: b.seq, start: b.next, end: min(b.next+b.cfg.rangeSize, b.end), exempt: exempt}
 	b.next, b.seq = c.end, b.seq+1
 	b.ring[c.idx%len(b.ring)] = c
 	b.mu.Unlock()
@@ -470,7 +485,10 @@ func (b *parallelBody) release(c *pullRange, reuse bool) {
 	if reuse {
 		b.cfg.putBuf(c.buf)
 	}
-	b.cfg.buffers.Release(1)
+	if !c.exempt {
+		b.cfg.buffers.Release(1)
+	}
+	b.held--
 	<-b.window
 }
 

@@ -238,3 +238,48 @@ func TestParallelRangeRetryEvent(t *testing.T) {
 		t.Fatalf("Range.String() = %q", want)
 	}
 }
+
+// A reader left open without reading holds its window of the copy-wide
+// buffers; another blob of the same copy still moves, one range at a time
+// outside the budget.
+func TestParallelAbandonedReaderDoesNotStarveOthers(t *testing.T) {
+	checkLeaks(t)
+	const rangeSize = 64 << 10
+	s := newRangeServer(t, 32*rangeSize)
+	opts := Options{PullConnections: 2, MaxPullConnections: 2, PullRangeSize: rangeSize, Retry: fastRetry}
+	opts.Observer = progress.Multi()
+	src := newSource(s.source(), opts)
+	ctx := context.Background()
+	a, err := openFetched(ctx, s.desc, src, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	buf := make([]byte, 1000)
+	if _, err := io.ReadFull(a, buf); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // a's workers fill its window: every copy-wide buffer
+	done := make(chan error, 1)
+	go func() {
+		b, err := openFetched(ctx, s.desc, src, opts)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer b.Close()
+		got, err := io.ReadAll(b)
+		if err == nil && !bytes.Equal(got, s.blob) {
+			err = fmt.Errorf("read %d bytes, differ", len(got))
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a second blob waited for buffers an idle reader holds")
+	}
+}
