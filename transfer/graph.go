@@ -3,6 +3,7 @@ package transfer
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -101,12 +102,14 @@ func resolveOnMirrors(ctx context.Context, ref string, opts Options) (ocispec.De
 			root, raw, err = fetchReference(ctx, r, ref, opts)
 		case content.Resolver:
 			if root, err = r.Resolve(ctx, ref); err == nil {
-				err = checkReferenced(root)
+				if err = checkReferenced(root); err == nil {
+					raw, err = fetchVerified(ctx, memberOf("", t), root, opts.maxMetadataBytes())
+				}
 			}
 		default:
 			continue
 		}
-		if err == nil && root.Digest == d {
+		if err == nil && root.Digest == d && mediaTypeAgrees(root, raw) {
 			return root, raw, nil
 		}
 		if ctx.Err() != nil {
@@ -114,6 +117,20 @@ func resolveOnMirrors(ctx context.Context, ref string, opts Options) (ocispec.De
 		}
 	}
 	return ocispec.Descriptor{}, nil, err
+}
+
+// mediaTypeAgrees says whether a manifest's own mediaType, when it names
+// one, is the one its descriptor claims: the digest covers the bytes, not
+// the descriptor, and a mirror that called a manifest an index would have
+// the copy skip its layers.
+func mediaTypeAgrees(desc ocispec.Descriptor, raw []byte) bool {
+	var m struct {
+		MediaType string `json:"mediaType"`
+	}
+	if json.Unmarshal(raw, &m) != nil {
+		return false
+	}
+	return m.MediaType == "" || m.MediaType == desc.MediaType
 }
 
 // fetchReference is one attempt at reading the manifest ref names whole:

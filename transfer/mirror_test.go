@@ -93,3 +93,21 @@ func TestOptionsValidateMirrors(t *testing.T) {
 		t.Fatalf("a mirror without a target: %v", err)
 	}
 }
+
+func TestMediaTypeAgrees(t *testing.T) {
+	manifest := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}`)
+	for _, c := range []struct {
+		mt   string
+		raw  []byte
+		want bool
+	}{
+		{ocispec.MediaTypeImageManifest, manifest, true},
+		{ocispec.MediaTypeImageIndex, manifest, false}, // a mirror relabelling a manifest
+		{ocispec.MediaTypeImageIndex, []byte(`{"schemaVersion":2}`), true},
+		{ocispec.MediaTypeImageManifest, []byte(`not json`), false},
+	} {
+		if got := mediaTypeAgrees(ocispec.Descriptor{MediaType: c.mt}, c.raw); got != c.want {
+			t.Errorf("%s over %s: %v, want %v", c.mt, c.raw, got, c.want)
+		}
+	}
+}
