@@ -104,12 +104,19 @@
 // verify, it is fetched again once from the origin alone, and every mirror
 // that served some of it is set aside.
 //
-// A mirror is set aside for the rest of the copy (Wrap: for the wrapped
-// target's life) when it fails without moving a byte (refused, 401, 503),
-// stalls or trickles, fails twice, or serves wrong bytes: a dead mirror
-// costs one failure, a hung one one StallTimeout, not one per blob. A
-// progress.Note says which and why. A mirror's own 429/503 is not waited
-// out: the origin is the next source. The origin is never set aside.
+// Every connection to a mirror has a watchdog of its own that cuts it after
+// half the StallTimeout without a byte (and half the low-speed window), so
+// that the read goes on from the next source before the reader's own
+// watchdog would end the attempt: switching source never spends an
+// attempt or sleeps a backoff. A mirror is set aside for the rest of the
+// copy (Wrap: for the wrapped target's life) when it fails without moving
+// a byte (refused, 401, 503), stalls or trickles, fails twice, or serves
+// wrong bytes: a dead mirror costs one failure and a hung one half a
+// StallTimeout, not one per blob. A progress.Note says which and why. A
+// mirror's own 429/503 is not waited out: the origin is the next source.
+// The origin is never set aside. A root resolved on a mirror must carry
+// its manifest's own media type (the digest covers the bytes, not the
+// descriptor).
 //
 // Events carry the source serving the blob (progress.Event.Source,
 // "origin" or the mirror's name), Completed the bytes each source served
