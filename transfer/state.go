@@ -269,7 +269,6 @@ func (b *blobEvents) reusedResumed(offset int64) {
 	b.emit(progress.Event{Kind: progress.Resumed, Offset: offset, Reused: offset})
 }
 
-
 // pushState keeps the upload session of one blob: its first Location (the
 // one the POST answered), the digest and the destination repository. The
 // bytes are the registry's to keep; the next process asks it how many it
