@@ -60,6 +60,8 @@ func (m *blobMover) move(ctx context.Context, desc ocispec.Descriptor, ev *blobE
 		return err
 	}
 	if exists {
+		// A process killed between the commit and the cleanup left state.
+		m.state.forget(desc)
 		ev.skipped("exists")
 		return nil
 	}

@@ -62,6 +62,17 @@ func (s *stateDir) lock(desc ocispec.Descriptor, ev *blobEvents) *statedir.Blob 
 	return nil
 }
 
+// forget removes the state of a blob the destination already has, unless
+// another copy holds it.
+func (s *stateDir) forget(desc ocispec.Descriptor) {
+	if s == nil || desc.Size < minStateSize || isManifest(desc) {
+		return
+	}
+	if b, err := s.d.Lock(desc.Digest); err == nil {
+		b.Remove()
+	}
+}
+
 // pullState keeps the bytes of one blob a pull has handed on, in order
 // from byte 0, so that the next process hands them on again from disk and
 // fetches only the rest. They are not trusted: they flow into the stream
