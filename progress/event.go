@@ -107,6 +107,12 @@ type Event struct {
 	// bytes each source served for the blob (wire bytes: a resumed or
 	// repeated read counts again). Nil otherwise.
 	Sources map[string]int64
+	// Reused is, for a Resumed that continues from state an earlier
+	// process kept (transfer.Options.StateDir), the bytes that did not
+	// cross the wire again: a pull's bytes kept on disk, or what the
+	// registry held of an upload session. Zero otherwise: a resume within
+	// one process is told by Offset alone.
+	Reused int64
 	// Backoff is, for Retrying, the wait slept before the next attempt.
 	Backoff time.Duration
 	// Err is, for Retrying and Failed, the cause.

@@ -71,7 +71,10 @@ type BlobState struct {
 	Wire int64
 	// Sources is the bytes each source served for the blob, from its
 	// Completed event, when the copy read from mirrors; nil otherwise.
-	Sources  map[string]int64
+	Sources map[string]int64
+	// Reused is the bytes that did not cross the wire again because an
+	// earlier process kept them (Event.Reused, the largest reported).
+	Reused   int64
 	Attempts int // highest attempt number seen
 	Retries  int // Retrying events
 	Resumes  int // Resumed events
@@ -99,6 +102,8 @@ type Snapshot struct {
 	Done int64
 	// Wire is the sum of the blobs' Wire.
 	Wire int64
+	// Reused is the sum of the blobs' Reused.
+	Reused int64
 	// Retries and Resumes count Retrying and Resumed events over all blobs.
 	Retries, Resumes int
 	// Backoff is the sum of the Backoff of every Retrying event.
@@ -160,6 +165,7 @@ func (s Snapshot) Summary() Summary {
 	sum := Summary{
 		Blobs:   len(s.Blobs),
 		Wire:    s.Wire,
+		Reused:  s.Reused,
 		Retries: s.Retries,
 		Resumes: s.Resumes,
 		Backoff: s.Backoff,
@@ -197,6 +203,10 @@ type Summary struct {
 	// Payload is the committed bytes of the blobs that were transferred
 	// (not skipped or mounted). Wire is what it took on the wire.
 	Payload, Wire int64
+	// Reused is the payload that did not cross the wire in this run because
+	// an earlier process kept it (a pull's kept bytes, an upload session's
+	// bytes on the registry): Payload - Reused is what this run had to move.
+	Reused int64
 	// Retries and Resumes count Retrying and Resumed events; Backoff is the
 	// total time those retries waited.
 	Retries, Resumes int
@@ -233,7 +243,7 @@ func (s Summary) Rate() float64 {
 // newline, e.g.
 //
 //	blobs    4 total, manifests and configs included: 1 completed, 1 skipped, 1 mounted, 1 failed
-//	bytes    1.0 GiB payload, 1.2 GiB on the wire (1.20x)
+//	bytes    1.0 GiB payload, 1.2 GiB on the wire (1.20x)[, 256 MiB reused from kept state]
 //	retries  3 (waited 15s), 1 resumed
 //	time     1m2s, 16.5 MiB/s average
 //	failed   sha256:… (10.0 MiB): HTTP 403
@@ -267,6 +277,11 @@ func (s Summary) String() string {
 		b.WriteString(" (")
 		b.WriteString(strconv.FormatFloat(s.Overhead(), 'f', 2, 64))
 		b.WriteString("x)")
+	}
+	if s.Reused > 0 {
+		b.WriteString(", ")
+		b.WriteString(FormatBytes(s.Reused))
+		b.WriteString(" reused from kept state")
 	}
 
 	b.WriteString("\nretries  ")
@@ -460,6 +475,7 @@ func (t *Tracker) OnEvent(e Event) {
 	case Resumed:
 		t.resumes++
 		b.state.Resumes++
+		b.state.Reused = max(b.state.Reused, e.Reused)
 		b.state.State = StateActive
 		// Bytes below the resume offset were committed by earlier attempts
 		// and do not cross the wire again.
@@ -629,6 +645,7 @@ func (t *Tracker) Snapshot() Snapshot {
 		s.Total += st.Desc.Size
 		s.Done += st.Offset
 		s.Wire += st.Wire
+		s.Reused += st.Reused
 		if st.Sources != nil {
 			st.Sources = maps.Clone(st.Sources)
 			s.Blobs[len(s.Blobs)-1].Sources = st.Sources

@@ -589,3 +589,30 @@ func TestTrackerRangesAndSources(t *testing.T) {
 		t.Fatalf("summary:\n%s", sum)
 	}
 }
+
+// Bytes an earlier process kept are reused, not wire: the summary says so
+// on its bytes line, and a second Resumed of the same blob does not count
+// them twice.
+func TestTrackerReused(t *testing.T) {
+	const mib = 1 << 20
+	a := desc("a", 512*mib)
+	tr := NewTracker()
+	feed(tr,
+		Event{Kind: Started, Desc: a, Time: sec(0)},
+		Event{Kind: Resumed, Desc: a, Offset: 256 * mib, Reused: 256 * mib, Time: sec(1)},
+		Event{Kind: Progressed, Desc: a, Offset: 384 * mib, Wire: 128 * mib, Time: sec(2)},
+		Event{Kind: Retrying, Desc: a, Offset: 384 * mib, Time: sec(2)},
+		Event{Kind: Resumed, Desc: a, Offset: 384 * mib, Attempt: 2, Time: sec(3)},
+		Event{Kind: Completed, Desc: a, Offset: 512 * mib, Wire: 256 * mib, Time: sec(4)},
+	)
+	s := tr.Summary()
+	if s.Reused != 256*mib || s.Payload != 512*mib || s.Wire != 256*mib {
+		t.Fatalf("summary %+v", s)
+	}
+	if want := "bytes    512 MiB payload, 256 MiB on the wire (0.50x), 256 MiB reused from kept state"; !strings.Contains(s.String(), want) {
+		t.Fatalf("summary:\n%s\nwant line %q", s, want)
+	}
+	if snap := tr.Snapshot(); snap.Blobs[0].Reused != 256*mib || snap.Reused != 256*mib {
+		t.Fatalf("snapshot %+v", snap)
+	}
+}

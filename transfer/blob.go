@@ -34,6 +34,7 @@ type blobMover struct {
 	dst     content.Storage
 	dstRepo *remote.Repository // nil if the destination is not a registry
 	wd      watchdogConfig
+	state   *stateDir // nil: Options.StateDir is off (or a Wrap)
 }
 
 // newBlobMover moves blobs from src to dst, targets that rewireTarget
@@ -68,6 +69,8 @@ func (m *blobMover) move(ctx context.Context, desc ocispec.Descriptor, ev *blobE
 		return err
 	}
 	if exists {
+		// A process killed between the commit and the cleanup left state.
+		m.state.forget(desc)
 		ev.skipped("exists")
 		return nil
 	}
@@ -167,6 +170,15 @@ func (m *blobMover) pushWhole(ctx context.Context, desc ocispec.Descriptor, ev *
 		return err
 	}
 	restartedAfterMismatch := false
+	var ps *pullState
+	if m.src.network() {
+		// A local source is its own state.
+		ps = m.state.openPull(desc, ev)
+	}
+	defer func() { ps.close() }()
+	if ps != nil && ps.usable > 0 {
+		ev.reusedResumed(ps.usable)
+	}
 	for {
 		inner, err := retrypolicy.NewRetrier(policy(m.opts, opFetch, ev), desc.Size)
 		if err != nil {
@@ -177,6 +189,9 @@ func (m *blobMover) pushWhole(ctx context.Context, desc ocispec.Descriptor, ev *
 			ev.attemptStarts(0)
 		}
 		hr := newHealingReader(actx, desc, m.src, inner, m.wd, ev, 0)
+		if ps != nil {
+			hr.state, hr.local = ps, ps.usable
+		}
 		if verifiesOnPush(m.dst) {
 			// One SHA-256 pass is enough: on 2 cores a second one costs
 			// a third of a pull's throughput.
@@ -201,6 +216,8 @@ func (m *blobMover) pushWhole(ctx context.Context, desc ocispec.Descriptor, ev *
 		cut := actx.Err() != nil
 		body.close(func() { cancel(nil) })
 		if err == nil {
+			ps.done()
+			ps = nil
 			return nil
 		}
 		var re *readerError
@@ -212,9 +229,15 @@ func (m *blobMover) pushWhole(ctx context.Context, desc ocispec.Descriptor, ev *
 			// bytes, or a proxy flipped one: restart once from 0.
 			restartedAfterMismatch = true
 			suspect(m.src, desc)
-			if hr.resumes > 0 {
+			// What was kept may be why (a byte flipped on disk, or one
+			// kept from the wire): drop it all, keep afresh.
+			ps.restart()
+			switch {
+			case hr.local > 0:
+				ev.note("digest mismatch over bytes kept by an earlier copy; discarded them, restarting from byte 0")
+			case hr.resumes > 0:
 				ev.note("digest mismatch after a resumed download; restarting from byte 0")
-			} else {
+			default:
 				ev.note("digest mismatch; restarting from byte 0")
 			}
 			continue
@@ -297,11 +320,17 @@ func (m *blobMover) uploadChunked(ctx context.Context, desc ocispec.Descriptor, 
 		return err
 	}
 	u := &chunkedUpload{m: m, repo: repo, desc: desc, ev: ev}
+	u.ps = m.state.openPush(desc, m.dstRepo.Reference.Registry+"/"+m.dstRepo.Reference.Repository, ev)
+	defer u.ps.close()
+	if err := u.resumeKept(ctx); err != nil {
+		return err
+	}
 	for {
 		actx, cancel := ret.Begin(ctx, u.committed)
 		err := u.attempt(actx, ret)
 		if err == nil {
 			cancel(nil)
+			u.ps.done()
 			return nil
 		}
 		if errors.Is(err, httpblob.ErrChunkedUnsupported) {
@@ -315,6 +344,7 @@ func (m *blobMover) uploadChunked(ctx context.Context, desc ocispec.Descriptor, 
 			// the answer was lost. Look before sending it all again.
 			if ok, xerr := m.dst.Exists(ctx, desc); xerr == nil && ok {
 				cancel(nil)
+				u.ps.done()
 				return nil
 			}
 		}
@@ -325,6 +355,7 @@ func (m *blobMover) uploadChunked(ctx context.Context, desc ocispec.Descriptor, 
 			// restart without shared storage): what it held is gone, so
 			// start a new one from byte 0 on the next attempt.
 			u.up, u.committed, u.stale = nil, 0, false
+			u.ps.forget()
 			ev.note("registry lost the upload session; starting a new one from byte 0")
 			err = retrypolicy.Transient(err)
 		case (digestRejected(err) || errors.Is(err, content.ErrMismatchedDigest)) && !u.restarted:
@@ -362,10 +393,81 @@ func (m *blobMover) uploadChunked(ctx context.Context, desc ocispec.Descriptor, 
 		err = ret.Retry(ctx, err, offset)
 		cancel(nil)
 		if err != nil {
-			u.abandon(ctx)
+			if u.ps == nil || u.ps.failed {
+				u.abandon(ctx)
+			}
+			// Otherwise the session is kept for the next process (a
+			// cancelled copy too): the registry collects it if none comes.
 			return err
 		}
 	}
+}
+
+// resumeKept continues the upload session an earlier process kept, when
+// the registry still holds it: its offset is asked (and settled on), and
+// the upload goes on from there. A session the registry forgot, or one it
+// cannot report on, is dropped with a Note: a new one starts from 0.
+func (u *chunkedUpload) resumeKept(ctx context.Context) error {
+	if u.ps == nil || u.ps.location == "" {
+		return nil
+	}
+	up, err := u.repo.ResumeUpload(u.ps.location)
+	if err != nil {
+		u.ps.forget()
+		u.ev.note("upload session kept by an earlier copy is unusable (" + retrypolicy.ShortReason(err) + "); starting a new one from byte 0")
+		return nil
+	}
+	u.up = up
+	n, err := u.settleKept(ctx)
+	switch {
+	case err == nil && n > 0:
+		u.committed, u.patched = n, true
+		u.ev.reusedResumed(n)
+		return nil
+	case err == nil:
+		// distribution reads "0-0" for 0 bytes and for 1: a fresh
+		// session costs nothing here.
+		u.abandon(ctx)
+	case ctx.Err() != nil:
+		u.up = nil
+		return ctx.Err()
+	case u.sessionGone(err):
+		u.up = nil
+		u.ev.note("registry no longer holds the upload session kept by an earlier copy; starting a new one from byte 0")
+	default:
+		u.ev.note("registry cannot say where the upload session kept by an earlier copy stands (" + retrypolicy.ShortReason(err) + "); starting a new one from byte 0")
+		u.abandon(ctx)
+	}
+	u.ps.forget()
+	return nil
+}
+
+// settleKept asks a kept session's offset until two answers a moment
+// apart agree: the earlier process may have died a moment ago, its last
+// PATCH still being written.
+func (u *chunkedUpload) settleKept(ctx context.Context) (int64, error) {
+	n, err := u.status(ctx)
+	start, pause := time.Now(), settlePause
+	for err == nil && time.Since(start) < settleMax {
+		if err := ctxsleep.Sleep(ctx, pause); err != nil {
+			return 0, err
+		}
+		m, serr := u.status(ctx)
+		if serr != nil || m == n {
+			return m, serr
+		}
+		n, pause = m, min(2*pause, settleQuiet)
+	}
+	return n, err
+}
+
+// start opens a new upload session and keeps its Location.
+func (u *chunkedUpload) start(ctx context.Context) (*httpblob.Upload, error) {
+	up, err := u.repo.StartUpload(ctx)
+	if err == nil {
+		u.ps.record(up.Location())
+	}
+	return up, err
 }
 
 type chunkedUpload struct {
@@ -382,6 +484,7 @@ type chunkedUpload struct {
 	noStatus  bool  // the registry cannot report an offset: never ask again
 	patched   bool  // a PATCH was sent on the current session
 	chunkCap  int64 // > 0: the registry refused larger chunks
+	ps        *pushState
 }
 
 // chunkLen is the most bytes one PATCH carries: Options.ChunkSize (raised
@@ -463,7 +566,7 @@ func (u *chunkedUpload) newSession(ctx context.Context, cause error) {
 func (u *chunkedUpload) attempt(ctx context.Context, ret *retrypolicy.Retrier) error {
 	u.sent = 0
 	if u.up == nil {
-		up, err := u.repo.StartUpload(ctx)
+		up, err := u.start(ctx)
 		if err != nil {
 			return err
 		}
@@ -528,7 +631,7 @@ func (u *chunkedUpload) attempt(ctx context.Context, ret *retrypolicy.Retrier) e
 				// distribution reports "0-0" for an empty upload and for
 				// one byte: a fresh session settles which it was.
 				u.abandon(ctx)
-				up, err := u.repo.StartUpload(ctx)
+				up, err := u.start(ctx)
 				if err != nil {
 					return err
 				}
@@ -713,6 +816,7 @@ func (u *chunkedUpload) abandon(ctx context.Context) {
 		var timer atomic.Pointer[time.Timer]
 		stopAfter := context.AfterFunc(ctx, func() { timer.Store(time.AfterFunc(cancelGrace, cancel)) })
 		u.up.Cancel(cctx)
+		u.ps.forget()
 		stopAfter()
 		if t := timer.Load(); t != nil {
 			t.Stop()

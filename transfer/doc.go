@@ -168,6 +168,50 @@
 // that breaks every 32 MiB finishes with MaxAttempts 3; a link that never
 // gets past a byte fails after MaxAttempts.
 //
+// # Continuing in a later process
+//
+// Options.StateDir (opt-in) keeps, per blob, what the next process needs to
+// continue a Copy or CopyGraph, under <StateDir>/blobs/<alg>/<hex>/ (files
+// 0600, directories 0700). Everything kept is a hint; the digest is the
+// gate.
+//
+// A pull (any destination, from a network source) appends the bytes it
+// hands on to a data file and records their count in meta.json (rewritten
+// atomically every 8 MiB or second; data fsync'd every 64 MiB or 5 s and
+// when the attempt ends). The next process checks the meta (it parses; its
+// version, digest and size match; the data is at least as long as recorded,
+// longer data is cut back), hands the kept bytes to the destination from
+// disk and fetches the rest from the kept offset. The kept bytes flow into
+// the stream whose digest is checked (by the healing reader, or by a
+// destination that verifies), so a byte flipped on disk fails the digest:
+// every kept byte is then dropped and the blob restarts once from 0, with
+// a Note. The hash state is not kept, on purpose: the kept bytes are read
+// again for a destination that lost its partial file, hashing them costs
+// nothing more, and a trusted hash state would pass a flipped kept byte to
+// a destination that does not verify. Over several connections, only the
+// contiguous prefix handed on is kept: what was fetched ahead of it (at
+// most the window) is fetched again.
+//
+// A chunked upload to a registry keeps its session's first Location with
+// the digest, size and destination repository. The next process asks the
+// registry where that session stands (on the registry's host and scheme
+// only), takes the answer once two agree, and continues from there. CNCF
+// distribution v3 answers the status query of any Location of a live
+// session with its offset and a fresh Location (a PATCH must use a
+// Location whose _state matches the offset, or it gets 416). A session
+// the registry forgot, or cannot report on, starts a new one from 0 with
+// a Note. An upload that fails or is cancelled keeps its session (no
+// DELETE) for the next process.
+//
+// Each blob's state is locked with a non-blocking flock, which the kernel
+// drops when a process dies: a second copy of a blob in flight (another
+// process, or another Copy in this one) copies it without state, with a
+// Note. Where flock is not available state is not used. A blob's state is
+// removed once it is in the destination; state not updated for 7 days is
+// removed when a copy opens the directory. A blob continued from kept
+// state emits Resumed with progress.Event.Reused, the bytes that did not
+// cross the wire again. Wrap ignores StateDir.
+//
 // # Stalls and trickles
 //
 // While bytes are expected to flow, a watchdog cuts an attempt that moved

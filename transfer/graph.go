@@ -184,6 +184,10 @@ func copyGraph(ctx context.Context, src content.ReadOnlyStorage, dst content.Sto
 	if err := opts.Validate(); err != nil {
 		return err
 	}
+	state, err := openStateDir(opts.StateDir)
+	if err != nil {
+		return err
+	}
 	src, dst = rewireTarget(src, opts), rewireTarget(dst, opts)
 	g := &graphCopier{
 		src:   src,
@@ -193,10 +197,11 @@ func copyGraph(ctx context.Context, src content.ReadOnlyStorage, dst content.Sto
 		sem:   semaphore.NewWeighted(int64(opts.concurrency())),
 		nodes: map[digest.Digest]*nodeResult{},
 	}
+	g.blobs.state = state
 	if rootRaw != nil && root.Digest.Validate() == nil && root.Digest.Algorithm().FromBytes(rootRaw) == root.Digest {
 		g.rootRaw = rootRaw
 	}
-	err := g.node(ctx, root, tag)
+	err = g.node(ctx, root, tag)
 	g.mu.Lock()
 	errs := g.errs
 	g.mu.Unlock()

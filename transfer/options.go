@@ -118,6 +118,22 @@ type Options struct {
 	// sturdy's attempts is up to six requests, and a 429's Retry-After is
 	// clamped to 3 s underneath. The caller's repository is not modified.
 	KeepInnerRetries bool
+	// StateDir, if set, keeps what a blob's transfer needs to continue in
+	// a later process (after a kill, a reboot, a Ctrl-C) under this
+	// directory, created 0700 if missing: for a pull, the bytes received
+	// so far, in order from byte 0; for a chunked upload to a registry,
+	// the upload session. The next Copy or CopyGraph of the same blob
+	// hands the kept bytes on from disk and fetches the rest with a
+	// ranged GET, or asks the registry where the session stands and sends
+	// the rest. Nothing kept is trusted: the blob's digest is still
+	// verified over the whole stream. Disk use is bounded by the blobs in
+	// flight (at most their sizes); a blob's state is removed once it is
+	// in the destination, and state not updated for statedir.StaleAfter
+	// (7 days) is removed when a copy opens the directory. Blobs under
+	// 1 MiB and manifests are not kept. Wrap ignores it: the reader a
+	// Wrap's Push is given belongs to its caller. "" (the default) keeps
+	// nothing. See the package doc.
+	StateDir string
 	// Logger, if set, logs retries, resumes and failures (see
 	// progress.Log) in addition to Observer.
 	Logger *slog.Logger

@@ -187,6 +187,11 @@ type healingReader struct {
 	reopens   int // reopenNow reopens so far
 	notedDrop bool
 
+	// state, if set, keeps the bytes handed on, and its first local bytes
+	// are read from it (kept by an earlier process) instead of the source.
+	state *pullState
+	local int64
+
 	body   io.ReadCloser
 	own    bool // body watches and counts its own connections (parallelBody)
 	skip   int64
@@ -217,6 +222,16 @@ func (r *healingReader) Read(p []byte) (int, error) {
 	r.busy.enter()
 	defer r.busy.leave()
 	for r.err == nil {
+		if r.offset < r.local {
+			if n := r.readLocal(p); n > 0 {
+				return n, nil
+			}
+			continue
+		}
+		if r.offset >= r.desc.Size && r.body == nil {
+			r.finish() // every byte was kept: nothing to fetch
+			continue
+		}
 		if r.body == nil {
 			r.open()
 			continue
@@ -271,10 +286,33 @@ func (r *healingReader) prime() error {
 	return nil
 }
 
+// readLocal hands on bytes kept by an earlier process. They cost no wire
+// and are not progress: the blob's Resumed already reported them. Should
+// the disk fail, the source serves them instead.
+func (r *healingReader) readLocal(p []byte) int {
+	p = p[:min(int64(len(p)), r.local-r.offset)]
+	n, err := r.state.readAt(p, r.offset)
+	if n > 0 {
+		if r.digester != nil {
+			r.digester.Hash().Write(p[:n])
+		}
+		r.offset += int64(n)
+		r.moved.Add(int64(n))
+	}
+	if err != nil && r.offset < r.local {
+		r.local = r.offset
+		r.ev.note("cannot read the bytes kept by an earlier copy (" + err.Error() + "); fetching them again")
+	}
+	return n
+}
+
 func (r *healingReader) advance(b []byte) {
 	n := int64(len(b))
 	if r.digester != nil {
 		r.digester.Hash().Write(b)
+	}
+	if r.state != nil {
+		r.state.keep(b, r.offset)
 	}
 	r.offset += n
 	r.moved.Add(n)

@@ -197,3 +197,28 @@ func dockerConfig(t *testing.T, host, user, pass string) string {
 	}
 	return path
 }
+
+// TestStateDirFlag: --state-dir reaches the copy, which empties it once
+// every blob is in place.
+func TestStateDirFlag(t *testing.T) {
+	reg := registrytest.New(t)
+	layer, root := pushArtifact(t, reg, "models/s", "v1", 3<<20)
+	state := filepath.Join(t.TempDir(), "state")
+	dir := filepath.Join(t.TempDir(), "layout")
+	out, errOut, code := runCopy(t, append(quick, "--state-dir", state, reg.Reference("models/s", "v1"), "oci-layout:"+dir+":v1")...)
+	if code != exitOK {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
+	}
+	store, err := oci.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCopied(t, store, "v1", root, layer)
+	if fi, err := os.Stat(filepath.Join(state, "blobs")); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("state directory not created 0700: %v", err)
+	}
+	left, _ := filepath.Glob(filepath.Join(state, "blobs", "*", "*"))
+	if len(left) > 0 {
+		t.Fatalf("state left after a completed copy: %v", left)
+	}
+}

@@ -16,6 +16,13 @@
 // --max-attempts bounds attempts without progress, --initial-backoff the
 // first wait, --concurrency the blobs moved at once.
 //
+// --state-dir DIR keeps what each blob's transfer needs to continue after
+// the process dies (a kill, a reboot, Ctrl-C): the bytes a download
+// received, an upload's session. Run the same command again with the same
+// --state-dir and it continues where it stopped; the summary shows the
+// bytes "reused from kept state". The directory holds at most the blobs
+// in flight and empties as they complete.
+//
 // It prints the transfer summary (payload against bytes on the wire,
 // retries, resumes) and exits 0 on success, 1 when the copy failed
 // (stderr names each failed blob's digest), 2 on bad arguments.

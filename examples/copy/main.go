@@ -46,6 +46,7 @@ type options struct {
 	maxAttempts    int
 	initialBackoff time.Duration
 	registryConfig string
+	stateDir       string
 }
 
 func main() {
@@ -128,6 +129,7 @@ func parseArgs(args []string, errOut io.Writer) (options, []string, error) {
 	fs.IntVar(&o.maxAttempts, "max-attempts", retrypolicy.DefaultMaxAttempts, "attempts per blob without progress, the first included (1 = no retry)")
 	fs.DurationVar(&o.initialBackoff, "initial-backoff", retrypolicy.DefaultInitialBackoff, "wait after a blob's first failure; doubles up to 2m")
 	fs.StringVar(&o.registryConfig, "registry-config", "", "Docker config file with credentials (default: Docker's own)")
+	fs.StringVar(&o.stateDir, "state-dir", "", "keep what a killed or interrupted copy received here, and continue from it when run again (up to the size of the blobs in flight on disk)")
 
 	var pos []string
 	for {
@@ -157,6 +159,7 @@ func (o options) transferOptions(obs progress.Observer) transfer.Options {
 		Concurrency:  o.concurrency,
 		StallTimeout: o.stallTimeout,
 		Observer:     obs,
+		StateDir:     o.stateDir,
 	}
 }
 

@@ -264,6 +264,34 @@ func (r *Repo) StartUpload(ctx context.Context) (*Upload, error) {
 	return up, nil
 }
 
+// ResumeUpload continues a session this repository's registry started
+// earlier (in another process) at location, with the checks StartUpload
+// makes on a Location: same host and port, no downgrade from https. Its
+// Offset is 0 until Status asks.
+func (r *Repo) ResumeUpload(location string) (*Upload, error) {
+	if err := r.Ref.ValidateRepository(); err != nil {
+		return nil, retrypolicy.Permanent(err)
+	}
+	origin, err := url.Parse(r.base() + "/blobs/uploads/")
+	if err != nil {
+		return nil, err
+	}
+	loc, err := url.Parse(location)
+	if err != nil || loc.Host == "" {
+		return nil, fmt.Errorf("%w: not an absolute URL", ErrUnsafeLocation)
+	}
+	up := &Upload{repo: r, origin: origin}
+	if err := up.check(loc); err != nil {
+		return nil, err
+	}
+	up.location = loc
+	return up, nil
+}
+
+// Location is the session's newest Location. It carries the session's
+// token (distribution's _state): keep it secret.
+func (up *Upload) Location() string { return up.location.String() }
+
 // follow takes the response's Location as the session's next URL, after
 // the same checks oras-go makes.
 func (up *Upload) follow(resp *http.Response) error {
@@ -271,13 +299,21 @@ func (up *Upload) follow(resp *http.Response) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrChunkedUnsupported, err)
 	}
+	if err := up.check(loc); err != nil {
+		return err
+	}
+	up.location = loc
+	return nil
+}
+
+// check refuses a Location on another host or one that downgrades https.
+func (up *Upload) check(loc *url.URL) error {
 	if !sameHost(loc, up.origin) {
 		return fmt.Errorf("%w: Location host %q differs from registry host %q", ErrUnsafeLocation, loc.Host, up.origin.Host)
 	}
 	if up.origin.Scheme == "https" && loc.Scheme != "https" {
 		return fmt.Errorf("%w: Location downgrades https to %s", ErrUnsafeLocation, loc.Scheme)
 	}
-	up.location = loc
 	return nil
 }
 

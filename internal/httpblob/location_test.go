@@ -45,3 +45,38 @@ func TestFollowLocationGuards(t *testing.T) {
 		})
 	}
 }
+
+// A Location kept by an earlier process passes the same guards as one a
+// registry answers.
+func TestResumeUploadGuards(t *testing.T) {
+	https := &Repo{}
+	https.Ref.Registry, https.Ref.Repository = "r.example:5000", "m"
+	plain := &Repo{PlainHTTP: true}
+	plain.Ref = https.Ref
+	cases := []struct {
+		name string
+		repo *Repo
+		loc  string
+		ok   bool
+	}{
+		{"same host", https, "https://r.example:5000/v2/m/blobs/uploads/u?_state=s", true},
+		{"plain http", plain, "http://r.example:5000/v2/m/blobs/uploads/u", true},
+		{"other host", https, "https://evil.example:5000/v2/m/blobs/uploads/u", false},
+		{"other port", https, "https://r.example:6000/v2/m/blobs/uploads/u", false},
+		{"downgrade", https, "http://r.example:5000/v2/m/blobs/uploads/u", false},
+		{"relative", https, "/v2/m/blobs/uploads/u", false},
+		{"garbage", https, "::", false},
+	}
+	for _, c := range cases {
+		up, err := c.repo.ResumeUpload(c.loc)
+		if c.ok != (err == nil) {
+			t.Fatalf("%s: ResumeUpload(%q) = %v", c.name, c.loc, err)
+		}
+		if c.ok && up.Location() != c.loc {
+			t.Fatalf("%s: Location() = %q", c.name, up.Location())
+		}
+		if !c.ok && !errors.Is(err, ErrUnsafeLocation) {
+			t.Fatalf("%s: %v, want ErrUnsafeLocation", c.name, err)
+		}
+	}
+}
