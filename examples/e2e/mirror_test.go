@@ -135,12 +135,15 @@ func TestMirrorDiesMidBlob(t *testing.T) {
 	if r := ratio(fromCache+fromOrigin, payload(m.a)); r > 1.05 {
 		t.Fatalf("cache %d + origin %d bytes = %.3fx the payload", fromCache, fromOrigin, r)
 	}
-	if fromOrigin > size*7/10 {
-		t.Fatalf("the origin served %d of %d bytes: it did not continue where the cache stopped", fromOrigin, size)
-	}
+	// Where the cache stopped depends on how fast Close came; the origin
+	// must have sent only what the cache had not.
 	s := tr.Summary()
-	if s.Sources["cache"] < size*35/100 || s.Sources[transfer.OriginName] < size*5/10 {
-		t.Fatalf("sources %v", s.Sources)
+	fromCacheToUs := s.Sources["cache"]
+	if fromCacheToUs < size*35/100 || fromCacheToUs+s.Sources[transfer.OriginName] > size*105/100 {
+		t.Fatalf("sources %v for %d bytes", s.Sources, size)
+	}
+	if fromOrigin > size-fromCacheToUs+size*5/100 {
+		t.Fatalf("the origin served %d bytes after the cache served %d of %d: it did not continue where the cache stopped", fromOrigin, fromCacheToUs, size)
 	}
 	if len(ev.notesContaining("set aside")) == 0 {
 		t.Fatalf("no note says the mirror was set aside: %v", ev.reasons(progress.Note))

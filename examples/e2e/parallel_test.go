@@ -41,7 +41,7 @@ func TestParallelPullSurvivesResetsAndAStall(t *testing.T) {
 	ev := &events{}
 	tr := progress.NewTracker()
 	dst := newLayout(t)
-	opts := transfer.Options{Retry: fast(4), Observer: progress.Multi(ev, tr), StallTimeout: time.Second,
+	opts := transfer.Options{Retry: fast(4), Observer: progress.Multi(ev, tr), StallTimeout: 2 * time.Second,
 		PullConnections: 8, PullRangeSize: 32 * MiB}
 	if _, err := transfer.Copy(context.Background(), src, "v1", dst, "", opts); err != nil {
 		t.Fatal(err)
@@ -74,8 +74,9 @@ func TestParallelPullSurvivesResetsAndAStall(t *testing.T) {
 			stalled++
 		}
 	}
-	if ranged < 8*3 || stalled != 1 {
-		t.Fatalf("%d ranges resumed, %d stalls reported; want >= 24 and 1", ranged, stalled)
+	// At least the injected stall (a loaded machine may add one).
+	if ranged < 8*3 || stalled < 1 {
+		t.Fatalf("%d ranges resumed, %d stalls reported; want >= 24 and >= 1", ranged, stalled)
 	}
 	if len(ev.notesContaining("over up to 8 connections")) == 0 {
 		t.Fatalf("no note says the blob went over several connections: %v", ev.reasons(progress.Note))
