@@ -57,6 +57,9 @@ func TestDemo(t *testing.T) {
 	if m := res.mirror.summary; m.Completed != 8 || m.Sources["cache"] == 0 || m.Sources["origin"] == 0 {
 		t.Errorf("through the mirror: %d completed, sources %v; want 8, and bytes from both the cache and the origin", m.Completed, m.Sources)
 	}
+	if c := res.continued.summary; c.Reused == 0 || c.Completed+c.Skipped != 8 || c.Failed != 0 {
+		t.Errorf("continued: %d completed, %d skipped, %d failed, %d reused; want all 8 done and kept bytes reused", c.Completed, c.Skipped, c.Failed, c.Reused)
+	}
 	if res.verified.blobs != 8 || res.verified.nodes != 8 {
 		t.Errorf("verified %d blobs and %d descriptors, want 8 and 8", res.verified.blobs, res.verified.nodes)
 	}
@@ -65,7 +68,7 @@ func TestDemo(t *testing.T) {
 		`push  retrying .*: stalled;`, `pull  retrying .*: stalled;`,
 		`retrying .*: unavailable \(HTTP 503\); waiting 1s`, `retrying .*: connection reset;`,
 		`push  resumed `, `pull  resumed `, `verified: 8 blobs`,
-		`mirror cache set aside`, `continuing from the byte it reached on origin`, `sources  cache .*, origin `,
+		`mirror cache set aside`, `reused from kept state`, `continuing from the byte it reached on origin`, `sources  cache .*, origin `,
 	} {
 		if !regexp.MustCompile(want).MatchString(log) {
 			t.Errorf("output lacks %s", want)

@@ -112,6 +112,9 @@ type result struct {
 	verified   verified
 	mirror     phaseResult   // the pull through a mirror that dies half-way
 	plain      []plainResult // with -compare
+	// The pull with a state directory, interrupted half-way, and the run
+	// that continues it.
+	interrupted, continued phaseResult
 }
 
 // demo holds what the steps of a run share.
@@ -197,10 +200,70 @@ func run(ctx context.Context, cfg config) (*result, error) {
 		return res, fmt.Errorf("pull through a mirror: %w", err)
 	}
 
+	if res.interrupted, res.continued, err = d.continuedPull(ctx, reg, src); err != nil {
+		return res, fmt.Errorf("continued pull: %w", err)
+	}
+
 	if cfg.compare {
 		res.plain = d.compare(ctx, reg, src, res)
 	}
 	return res, nil
+}
+
+// continuedPull pulls the model with Options.StateDir, interrupts the copy
+// (as Ctrl-C would) once half of it has arrived, and runs the same copy
+// again: the second run hands on the kept bytes from disk and fetches
+// only the rest, which its summary shows as reused.
+func (d *demo) continuedPull(ctx context.Context, reg *registrytest.Registry, src *source) (first, second phaseResult, err error) {
+	repo, err := reg.Repository(repoName)
+	if err != nil {
+		return first, second, err
+	}
+	state, dir := filepath.Join(d.work, "state"), filepath.Join(d.work, "pulled-continued")
+	layout, err := oci.New(dir)
+	if err != nil {
+		return first, second, err
+	}
+	half := d.cfg.size / 2
+	fmt.Fprintf(d.out, "\ncontinue: pulls with -state-dir %s; the first run is interrupted after %s (as Ctrl-C would), the second continues\n", state, ui.Bytes(half))
+	copyWithState := func(ctx context.Context, opts transfer.Options) error {
+		opts.StateDir = state
+		_, err := transfer.Copy(ctx, repo, tag, layout, tag, opts)
+		return err
+	}
+	first = d.phase(ctx, "cut", reg.Reference(repoName, tag), "oci-layout:"+dir, reg, faultPlan{},
+		func(ctx context.Context, opts transfer.Options) error {
+			ctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			seen := progress.NewTracker()
+			opts.Observer = progress.Multi(opts.Observer, seen, progress.Func(func(e progress.Event) {
+				if e.Kind == progress.Progressed && seen.Snapshot().Done >= half {
+					cancel()
+				}
+			}))
+			err := copyWithState(ctx, opts)
+			if errors.Is(err, context.Canceled) {
+				return nil // the interruption is the point
+			}
+			if err == nil {
+				return errors.New("the copy finished before it could be interrupted")
+			}
+			return err
+		})
+	if first.err != nil {
+		return first, second, first.err
+	}
+	second = d.phase(ctx, "continue", reg.Reference(repoName, tag), "oci-layout:"+dir, reg, faultPlan{}, copyWithState)
+	if second.err != nil {
+		return first, second, second.err
+	}
+	v, err := verifyLayout(ctx, dir, tag, src.root)
+	if err != nil {
+		return first, second, fmt.Errorf("verify: %w", err)
+	}
+	fmt.Fprintf(d.out, "\nverified: %d blobs (%s) re-hashed after the interrupted and the continued run; %s came from kept state, not the wire\n",
+		v.blobs, ui.Bytes(v.bytes), ui.Bytes(second.summary.Reused))
+	return first, second, nil
 }
 
 // mirrorPull pulls the model again, this time through a pull-through cache

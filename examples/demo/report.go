@@ -14,8 +14,11 @@ import (
 // saw) and the registry's counters (what crossed its sockets).
 func (d *demo) report(r phaseResult) {
 	status := "ok"
-	if r.err != nil {
+	switch {
+	case r.err != nil:
 		status = "FAILED"
+	case r.name == "cut":
+		status = "interrupted, as planned,"
 	}
 	fmt.Fprintf(d.out, "\n%s %s in %s\n", r.name, status, ui.Duration(r.elapsed))
 	for _, line := range strings.Split(r.summary.String(), "\n") {
