@@ -36,6 +36,8 @@ const (
 	StaleAfter = 7 * 24 * time.Hour
 	// maxMetaBytes bounds what is read of a meta.json.
 	maxMetaBytes = 64 << 10
+	// MaxRanges bounds Meta.Ranges.
+	MaxRanges = 64
 )
 
 // Kinds of state.
@@ -65,6 +67,12 @@ type Meta struct {
 	// Kept is, for a pull, how many leading bytes of data were written
 	// when the meta was last checkpointed.
 	Kept int64 `json:"kept,omitempty"`
+	// Ranges are, for a pull, spans of data beyond Kept that were received
+	// whole and written at their offset (ranges a parallel read fetched
+	// ahead of the prefix): sorted, apart (a span never touches the next
+	// or the prefix: the writer merges them), inside the blob, at most
+	// MaxRanges. Optional: a meta without it keeps the prefix only.
+	Ranges []Span `json:"ranges,omitempty"`
 	// Location is, for a push, the upload session's first Location, and
 	// Repository the destination ("host/name") it belongs to.
 	Location   string    `json:"location,omitempty"`
@@ -93,6 +101,46 @@ func ParseMeta(b []byte) (Meta, error) {
 	return m, nil
 }
 
+// Span is the byte range [Start, End), written in meta.json as [start,end].
+type Span struct{ Start, End int64 }
+
+func (s Span) MarshalJSON() ([]byte, error) {
+	return json.Marshal([2]int64{s.Start, s.End})
+}
+
+// UnmarshalJSON takes exactly two integers: encoding/json would drop the
+// extra elements of a longer array into [2]int64.
+func (s *Span) UnmarshalJSON(b []byte) error {
+	var v []int64
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	if len(v) != 2 {
+		return fmt.Errorf("a span has %d numbers, want 2", len(v))
+	}
+	s.Start, s.End = v[0], v[1]
+	return nil
+}
+
+// Len is how many bytes s holds.
+func (s Span) Len() int64 { return s.End - s.Start }
+
+// CheckRanges reports whether spans are sorted, apart, beyond kept and
+// inside size, at most MaxRanges of them.
+func CheckRanges(spans []Span, kept, size int64) error {
+	if len(spans) > MaxRanges {
+		return fmt.Errorf("%w: %d ranges, at most %d", ErrBadMeta, len(spans), MaxRanges)
+	}
+	prev := kept
+	for _, s := range spans {
+		if s.Start <= prev || s.End <= s.Start || s.End > size {
+			return fmt.Errorf("%w: range [%d,%d) after %d in a blob of %d", ErrBadMeta, s.Start, s.End, prev, size)
+		}
+		prev = s.End
+	}
+	return nil
+}
+
 func (m Meta) check() error {
 	if m.Version != Version {
 		return fmt.Errorf("%w: version %d, want %d", ErrBadMeta, m.Version, Version)
@@ -109,8 +157,11 @@ func (m Meta) check() error {
 		if m.Location != "" || m.Repository != "" {
 			return fmt.Errorf("%w: a pull with an upload session", ErrBadMeta)
 		}
+		if err := CheckRanges(m.Ranges, m.Kept, m.Size); err != nil {
+			return err
+		}
 	case KindPush:
-		if m.Kept != 0 {
+		if m.Kept != 0 || m.Ranges != nil {
 			return fmt.Errorf("%w: a push with kept bytes", ErrBadMeta)
 		}
 		u, err := url.Parse(m.Location)

@@ -68,11 +68,20 @@ func TestWriteReadMetaAtomicAndPrivate(t *testing.T) {
 func TestParseMetaRefuses(t *testing.T) {
 	good := Meta{Version: Version, Digest: string(dg), Size: 10, Kind: KindPull, Kept: 3}
 	push := Meta{Version: Version, Digest: string(dg), Size: 10, Kind: KindPush, Location: "https://r.example/v2/a/blobs/uploads/x", Repository: "r.example/a"}
-	for _, m := range []Meta{good, push} {
+	spans := good
+	spans.Ranges = []Span{{4, 6}, {7, 8}, {9, 10}}
+	for _, m := range []Meta{good, push, spans} {
 		raw, _ := json.Marshal(m)
-		if _, err := ParseMeta(raw); err != nil {
+		got, err := ParseMeta(raw)
+		if err != nil {
 			t.Fatalf("ParseMeta(%s) = %v", raw, err)
 		}
+		if len(got.Ranges) != len(m.Ranges) || (len(m.Ranges) > 0 && got.Ranges[2] != m.Ranges[2]) {
+			t.Fatalf("ParseMeta(%s) = %+v", raw, got)
+		}
+	}
+	if raw, _ := json.Marshal(spans); !strings.Contains(string(raw), `"ranges":[[4,6],[7,8],[9,10]]`) {
+		t.Fatalf("ranges written as %s", raw)
 	}
 	mut := func(f func(*Meta)) []byte {
 		m := good
@@ -95,6 +104,28 @@ func TestParseMetaRefuses(t *testing.T) {
 		"unknown field": []byte(`{"version":1,"digest":"` + string(dg) + `","size":1,"kind":"pull","x":1}`),
 		"trailing":      append(mut(func(*Meta) {}), []byte("{}")...),
 		"huge":          []byte(strings.Repeat(" ", maxMetaBytes+1)),
+		// Ranges beyond the prefix: strictly checked, never repaired.
+		"range at kept":      mut(func(m *Meta) { m.Ranges = []Span{{3, 5}} }),
+		"range inside kept":  mut(func(m *Meta) { m.Ranges = []Span{{1, 5}} }),
+		"range past size":    mut(func(m *Meta) { m.Ranges = []Span{{5, 11}} }),
+		"empty range":        mut(func(m *Meta) { m.Ranges = []Span{{5, 5}} }),
+		"reversed range":     mut(func(m *Meta) { m.Ranges = []Span{{6, 5}} }),
+		"unsorted ranges":    mut(func(m *Meta) { m.Ranges = []Span{{7, 8}, {4, 5}} }),
+		"overlapping ranges": mut(func(m *Meta) { m.Ranges = []Span{{4, 7}, {6, 8}} }),
+		"touching ranges":    mut(func(m *Meta) { m.Ranges = []Span{{4, 6}, {6, 8}} }),
+		"negative range":     mut(func(m *Meta) { m.Kept = 0; m.Ranges = []Span{{-2, 1}} }),
+		"too many ranges": mut(func(m *Meta) {
+			m.Size = 10 * MaxRanges
+			for i := range MaxRanges + 1 {
+				m.Ranges = append(m.Ranges, Span{int64(4 + 2*i), int64(5 + 2*i)})
+			}
+		}),
+		"push with ranges": mut(func(m *Meta) { *m = push; m.Ranges = []Span{{4, 5}} }),
+		"range of three":   []byte(`{"version":1,"digest":"` + string(dg) + `","size":10,"kind":"pull","kept":1,"ranges":[[4,5,6]]}`),
+		"range of one":     []byte(`{"version":1,"digest":"` + string(dg) + `","size":10,"kind":"pull","kept":1,"ranges":[[4]]}`),
+		"null range":       []byte(`{"version":1,"digest":"` + string(dg) + `","size":10,"kind":"pull","kept":1,"ranges":[null]}`),
+		"float range":      []byte(`{"version":1,"digest":"` + string(dg) + `","size":10,"kind":"pull","kept":1,"ranges":[[4.5,6]]}`),
+		"object range":     []byte(`{"version":1,"digest":"` + string(dg) + `","size":10,"kind":"pull","kept":1,"ranges":[{"Start":4,"End":6}]}`),
 	}
 	for name, raw := range cases {
 		if _, err := ParseMeta(raw); !errors.Is(err, ErrBadMeta) {
@@ -186,14 +217,23 @@ func TestCleanRemovesStaleUnlocked(t *testing.T) {
 
 func FuzzParseMeta(f *testing.F) {
 	f.Add([]byte(`{"version":1,"digest":"` + string(dg) + `","size":10,"kind":"pull","kept":3,"updated":"2025-01-01T00:00:00Z"}`))
+	f.Add([]byte(`{"version":1,"digest":"` + string(dg) + `","size":10,"kind":"pull","kept":3,"ranges":[[4,6],[8,10]],"updated":"2025-01-01T00:00:00Z"}`))
+	f.Add([]byte(`{"version":1,"digest":"` + string(dg) + `","size":10,"kind":"pull","kept":3,"ranges":[[4,6],[5,10]]}`))
 	f.Add([]byte(`{"version":1,"digest":"` + string(dg) + `","size":10,"kind":"push","location":"https://r/v2/a/blobs/uploads/x?_state=s","repository":"r/a"}`))
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		m, err := ParseMeta(raw)
 		if err != nil {
 			return
 		}
-		if m.Kept < 0 || m.Kept > m.Size || m.Version != Version {
+		if m.Kept < 0 || m.Kept > m.Size || m.Version != Version || len(m.Ranges) > MaxRanges {
 			t.Fatalf("accepted %+v", m)
+		}
+		prev := m.Kept
+		for _, s := range m.Ranges {
+			if m.Kind != KindPull || s.Start <= prev || s.End <= s.Start || s.End > m.Size {
+				t.Fatalf("accepted ranges %+v", m)
+			}
+			prev = s.End
 		}
 		if d := digest.Digest(m.Digest); d.Validate() != nil {
 			t.Fatalf("accepted digest %q", m.Digest)
