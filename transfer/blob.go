@@ -176,8 +176,9 @@ func (m *blobMover) pushWhole(ctx context.Context, desc ocispec.Descriptor, ev *
 		ps = m.state.openPull(desc, ev)
 	}
 	defer func() { ps.close() }()
-	if ps != nil && ps.usable > 0 {
-		ev.reusedResumed(ps.usable)
+	if _, n := ps.local(); n > 0 {
+		// Every byte the blob will take from disk, prefix and ranges.
+		ev.reusedResumed(ps.usable, n)
 	}
 	for {
 		inner, err := retrypolicy.NewRetrier(policy(m.opts, opFetch, ev), desc.Size)
@@ -190,7 +191,7 @@ func (m *blobMover) pushWhole(ctx context.Context, desc ocispec.Descriptor, ev *
 		}
 		hr := newHealingReader(actx, desc, m.src, inner, m.wd, ev, 0)
 		if ps != nil {
-			hr.state, hr.local = ps, ps.usable
+			hr.useState(ps)
 		}
 		if verifiesOnPush(m.dst) {
 			// One SHA-256 pass is enough: on 2 cores a second one costs
@@ -422,7 +423,7 @@ func (u *chunkedUpload) resumeKept(ctx context.Context) error {
 	switch {
 	case err == nil && n > 0:
 		u.committed, u.patched = n, true
-		u.ev.reusedResumed(n)
+		u.ev.reusedResumed(n, n)
 		return nil
 	case err == nil:
 		// distribution reads "0-0" for 0 bytes and for 1: a fresh

@@ -97,6 +97,10 @@ type parallelBody struct {
 	openRange rangeOpener
 	ev        *blobEvents
 	end       int64
+	// state, if not nil, keeps each range fetched whole (and, when the
+	// read ends early, what its unfinished ranges received) at its offset,
+	// for a later process.
+	state *pullState
 
 	ctx      context.Context
 	cancel   context.CancelCauseFunc
@@ -111,7 +115,7 @@ type parallelBody struct {
 	next int64        // where the next range to hand out starts
 	seq  int          // its index
 	err  error        // the first failure; ends every Read
-	held int // ranges taken and not released
+	held int          // ranges taken and not released
 	// finished counts the ranges fetched; finishedAtCut is its value at
 	// the last halving of limit, if backedOff.
 	finished, finishedAtCut int
@@ -144,6 +148,7 @@ func (s *rangedSource) openParallel(ctx context.Context, desc ocispec.Descriptor
 	b := &parallelBody{src: s, cfg: cfg, desc: desc, openRange: s.openRange, ev: ev, end: end, next: offset,
 		window: make(chan struct{}, 2*cfg.conns)}
 	b.cond = sync.NewCond(&b.mu)
+	b.state = pullStateOf(ctx)
 	b.ring = make([]*pullRange, cap(b.window))
 	b.limit.Store(int32(cfg.conns))
 	b.ctx, b.cancel = context.WithCancelCause(ctx)
@@ -279,6 +284,10 @@ func (b *parallelBody) work(id int, c *pullRange, rc io.ReadCloser) {
 			}
 		}
 		err := b.fetch(c, rc)
+		if err == nil {
+			// Before done: the reader may hand buf back once it is.
+			b.state.keep(c.buf, c.start)
+		}
 		b.mu.Lock()
 		if err != nil {
 			if b.err == nil {
@@ -501,6 +510,11 @@ func (b *parallelBody) Close() error {
 	b.mu.Lock()
 	for _, c := range b.ring {
 		if c != nil {
+			if !c.done && c.n > 0 {
+				// What an unfinished range received, for a later
+				// process (no worker writes c any more).
+				b.state.keep(c.buf[:c.n], c.start)
+			}
 			b.release(c, false)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"oras.land/oras-go/v2/registry/remote"
 
 	"github.com/sturdyoci/sturdy/internal/httpblob"
+	"github.com/sturdyoci/sturdy/internal/statedir"
 	"github.com/sturdyoci/sturdy/retrypolicy"
 )
 
@@ -187,10 +188,15 @@ type healingReader struct {
 	reopens   int // reopenNow reopens so far
 	notedDrop bool
 
-	// state, if set, keeps the bytes handed on, and its first local bytes
-	// are read from it (kept by an earlier process) instead of the source.
-	state *pullState
-	local int64
+	// state, if set, keeps the bytes received; the spans of it an earlier
+	// process kept (local, in order, local bytes in all) are read from it
+	// instead of the source. A source read stops where the next one
+	// begins (bodyEnd). hop marks an open after a kept span: not a retry.
+	state   *pullState
+	localSp []statedir.Span
+	local   int64
+	bodyEnd int64
+	hop     bool
 
 	body   io.ReadCloser
 	own    bool // body watches and counts its own connections (parallelBody)
@@ -222,11 +228,13 @@ func (r *healingReader) Read(p []byte) (int, error) {
 	r.busy.enter()
 	defer r.busy.leave()
 	for r.err == nil {
-		if r.offset < r.local {
-			if n := r.readLocal(p); n > 0 {
-				return n, nil
+		if r.body == nil {
+			if end := r.localEnd(); end > r.offset {
+				if n := r.readLocal(p, end); n > 0 {
+					return n, nil
+				}
+				continue
 			}
-			continue
 		}
 		if r.offset >= r.desc.Size && r.body == nil {
 			r.finish() // every byte was kept: nothing to fetch
@@ -240,9 +248,15 @@ func (r *healingReader) Read(p []byte) (int, error) {
 			r.drop()
 			continue
 		}
-		remaining := r.desc.Size - r.offset
+		remaining := r.bodyEnd - r.offset
 		if remaining <= 0 {
-			r.finish()
+			if r.offset >= r.desc.Size {
+				r.finish()
+			} else {
+				// A kept span follows: read it from disk, then reopen.
+				r.closeBody()
+				r.hop = true
+			}
 			continue
 		}
 		if int64(len(p)) > remaining {
@@ -286,11 +300,40 @@ func (r *healingReader) prime() error {
 	return nil
 }
 
-// readLocal hands on bytes kept by an earlier process. They cost no wire
-// and are not progress: the blob's Resumed already reported them. Should
-// the disk fail, the source serves them instead.
-func (r *healingReader) readLocal(p []byte) int {
-	p = p[:min(int64(len(p)), r.local-r.offset)]
+// useState reads, before the source, the bytes ps kept from an earlier
+// process, and keeps what the source serves.
+func (r *healingReader) useState(ps *pullState) {
+	r.state = ps
+	r.localSp, r.local = ps.local()
+}
+
+// localEnd returns where the kept span that holds offset ends, or offset.
+func (r *healingReader) localEnd() int64 {
+	for _, s := range r.localSp {
+		if s.Start <= r.offset && r.offset < s.End {
+			return s.End
+		}
+	}
+	return r.offset
+}
+
+// nextLocal returns where the first kept span after offset begins: where
+// a source read stops.
+func (r *healingReader) nextLocal() int64 {
+	for _, s := range r.localSp {
+		if s.Start > r.offset {
+			return s.Start
+		}
+	}
+	return r.desc.Size
+}
+
+// readLocal hands on bytes kept by an earlier process, up to end. They
+// cost no wire and are not progress: the blob's Resumed already counted
+// them, and one more at the end of a span beyond the prefix says where
+// the blob goes on. Should the disk fail, the source serves them instead.
+func (r *healingReader) readLocal(p []byte, end int64) int {
+	p = p[:min(int64(len(p)), end-r.offset)]
 	n, err := r.state.readAt(p, r.offset)
 	if n > 0 {
 		if r.digester != nil {
@@ -298,12 +341,25 @@ func (r *healingReader) readLocal(p []byte) int {
 		}
 		r.offset += int64(n)
 		r.moved.Add(int64(n))
+		if r.offset == end && end < r.desc.Size && r.spanStart(end) > 0 {
+			r.ev.reusedResumed(r.offset, r.local)
+		}
 	}
-	if err != nil && r.offset < r.local {
-		r.local = r.offset
+	if err != nil && r.offset < end {
+		r.localSp = nil
 		r.ev.note("cannot read the bytes kept by an earlier copy (" + err.Error() + "); fetching them again")
 	}
 	return n
+}
+
+// spanStart returns the start of the kept span that ends at end.
+func (r *healingReader) spanStart(end int64) int64 {
+	for _, s := range r.localSp {
+		if s.End == end {
+			return s.Start
+		}
+	}
+	return 0
 }
 
 func (r *healingReader) advance(b []byte) {
@@ -350,11 +406,19 @@ func (r *healingReader) drop() {
 
 func (r *healingReader) open() {
 	actx, cancel := r.ret.Begin(r.ctx, r.offset)
-	if r.ret.Attempts() > 1 && r.ev != nil {
+	hop := r.hop
+	r.hop = false
+	if r.ret.Attempts() > 1 && r.ev != nil && !hop {
 		r.ev.attemptStarts(r.offset)
 	}
-	if r.ret.Attempts() > 1 && r.offset > 0 {
+	if r.ret.Attempts() > 1 && r.offset > 0 && !hop {
 		r.resumes++
+	}
+	// A source read stops where a kept span begins.
+	end := r.end
+	r.bodyEnd = r.desc.Size
+	if next := r.nextLocal(); next < r.desc.Size {
+		end, r.bodyEnd = min(end, next), next
 	}
 	// Watched from the request on: a server that accepts the connection
 	// and never answers has stalled too. A read over several connections
@@ -363,12 +427,12 @@ func (r *healingReader) open() {
 	// count against the server the wait for a connection the copy's cap
 	// holds back.
 	stop := func() {}
-	parallel := r.src.parallel(r.desc, r.offset, r.end, r.ev)
+	parallel := r.src.parallel(r.desc, r.offset, end, r.ev)
 	if !parallel {
 		stop = watch(r.wd, r.moved, r.active.elapsed, r.ret.Cancel)
 	}
 	r.active.enter()
-	body, skip, err := r.src.open(alreadyWatched(actx), r.desc, r.offset, r.end, r.ev)
+	body, skip, err := r.src.open(withPullState(alreadyWatched(actx), r.state), r.desc, r.offset, end, r.ev)
 	r.active.leave()
 	if err != nil {
 		stop()

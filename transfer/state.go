@@ -1,10 +1,13 @@
 package transfer
 
 import (
+	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -73,8 +76,10 @@ func (s *stateDir) forget(desc ocispec.Descriptor) {
 	}
 }
 
-// pullState keeps the bytes of one blob a pull has handed on, in order
-// from byte 0, so that the next process hands them on again from disk and
+// pullState keeps the bytes of one blob a pull has received: the
+// contiguous prefix handed on, from byte 0, and the ranges a parallel read
+// fetched whole ahead of it, each written at its offset (the data file is
+// sparse), so that the next process hands them on again from disk and
 // fetches only the rest. They are not trusted: they flow into the stream
 // whose digest is checked as a whole.
 type pullState struct {
@@ -83,10 +88,18 @@ type pullState struct {
 	desc ocispec.Descriptor
 	ev   *blobEvents
 	f    *os.File
-	// kept is the length of data, valid as written; usable the bytes a
-	// reader may serve from it (what was kept when the blob began).
-	kept, usable         int64
-	recorded, synced     int64
+	// kept is the length of data valid from byte 0; spans the complete
+	// spans written beyond it (sorted, apart, never touching kept: they
+	// join it when it reaches them).
+	kept  int64
+	spans []statedir.Span
+	// usable and usableSpans are what a reader may serve from data: what
+	// an earlier process kept, as it was when the blob began.
+	usable      int64
+	usableSpans []statedir.Span
+	// unrecorded and unsynced count the bytes written since the last meta
+	// write and the last fsync.
+	unrecorded, unsynced int64
 	recordedAt, syncedAt time.Time
 	failed               bool // a write failed: nothing more is kept
 }
@@ -105,6 +118,7 @@ func (s *stateDir) openPull(desc ocispec.Descriptor, ev *blobEvents) *pullState 
 	p := &pullState{b: b, desc: desc, ev: ev}
 	m, err := b.ReadMeta()
 	var kept int64
+	var spans []statedir.Span
 	switch {
 	case errors.Is(err, statedir.ErrNoState):
 	case err != nil:
@@ -115,7 +129,7 @@ func (s *stateDir) openPull(desc ocispec.Descriptor, ev *blobEvents) *pullState 
 		// A push kept for this digest (another copy, another day): this
 		// copy pulls it; the registry collects the session.
 	default:
-		kept = m.Kept
+		kept, spans = m.Kept, m.Ranges
 	}
 	f, err := b.OpenData()
 	if err != nil {
@@ -124,22 +138,31 @@ func (s *stateDir) openPull(desc ocispec.Descriptor, ev *blobEvents) *pullState 
 		return nil
 	}
 	p.f = f
-	if kept > 0 {
+	if kept > 0 || len(spans) > 0 {
 		info, err := f.Stat()
 		switch {
 		case err != nil:
-			kept = 0
+			kept, spans = 0, nil
 		case info.Size() < kept:
 			ev.note(fmt.Sprintf("kept bytes of this blob are truncated (%d of %d); discarded them", info.Size(), kept))
-			kept = 0
+			kept, spans = 0, nil
+		case len(spans) > 0 && info.Size() < spans[len(spans)-1].End:
+			ev.note(fmt.Sprintf("kept ranges of this blob are truncated (%d of %d bytes); discarded them", info.Size(), spans[len(spans)-1].End))
+			spans = nil
 		}
 	}
 	// Bytes beyond the last checkpoint are not counted on: cut them off.
-	if err := f.Truncate(kept); err != nil {
+	// (Between the kept spans, data holds what no meta claims; never read.)
+	size := kept
+	if len(spans) > 0 {
+		size = spans[len(spans)-1].End
+	}
+	if err := f.Truncate(size); err != nil {
 		p.close()
 		return nil
 	}
-	p.kept, p.usable, p.recorded, p.synced = kept, kept, kept, kept
+	p.kept, p.usable = kept, kept
+	p.spans, p.usableSpans = spans, slices.Clone(spans)
 	p.recordedAt, p.syncedAt = time.Now(), time.Now()
 	if err := p.writeMeta(); err != nil {
 		p.fail(err)
@@ -148,41 +171,111 @@ func (s *stateDir) openPull(desc ocispec.Descriptor, ev *blobEvents) *pullState 
 }
 
 func (p *pullState) writeMeta() error {
-	return p.b.WriteMeta(statedir.Meta{Size: p.desc.Size, Kind: statedir.KindPull, Kept: p.kept, Updated: time.Now()})
+	// Past MaxRanges the furthest spans stay unrecorded: only bytes.
+	spans := p.spans[:min(len(p.spans), statedir.MaxRanges)]
+	return p.b.WriteMeta(statedir.Meta{Size: p.desc.Size, Kind: statedir.KindPull, Kept: p.kept, Ranges: spans, Updated: time.Now()})
 }
 
-// readAt reads kept bytes; only below usable.
+// local returns the spans a reader may serve from kept bytes, in order
+// (the prefix first, from byte 0), and how many bytes they hold.
+func (p *pullState) local() ([]statedir.Span, int64) {
+	if p == nil {
+		return nil, 0
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []statedir.Span
+	if p.usable > 0 {
+		out = append(out, statedir.Span{End: p.usable})
+	}
+	out = append(out, p.usableSpans...)
+	var n int64
+	for _, s := range out {
+		n += s.Len()
+	}
+	return out, n
+}
+
+// readAt reads kept bytes; only inside what was usable when the blob
+// began.
 func (p *pullState) readAt(b []byte, off int64) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.f == nil || off >= p.usable {
+	end := int64(-1)
+	if off < p.usable {
+		end = p.usable
+	}
+	for _, s := range p.usableSpans {
+		if s.Start <= off && off < s.End {
+			end = s.End
+		}
+	}
+	if p.f == nil || end <= off {
 		return 0, io.EOF
 	}
-	b = b[:min(int64(len(b)), p.usable-off)]
+	b = b[:min(int64(len(b)), end-off)]
 	return p.f.ReadAt(b, off)
 }
 
-// keep appends the part of b (at blob offset off) beyond what is kept.
-// Bytes must come in order: a gap would be kept as garbage.
+// keep writes the part of b (at blob offset off) that is not kept yet. A
+// b beyond the prefix must be a whole range, or all of a range received
+// so far: it is kept as a span, and counted on as it is.
 func (p *pullState) keep(b []byte, off int64) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.f == nil || p.failed || off > p.kept || off+int64(len(b)) <= p.kept {
+	if p == nil {
 		return
 	}
-	b = b[p.kept-off:]
-	if _, err := p.f.WriteAt(b, p.kept); err != nil {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	end := off + int64(len(b))
+	if p.f == nil || p.failed || len(b) == 0 || end <= p.kept {
+		return
+	}
+	if off <= p.kept {
+		b, off = b[p.kept-off:], p.kept
+	}
+	// Skip what a kept span already holds at the start.
+	i, _ := slices.BinarySearchFunc(p.spans, off, func(s statedir.Span, o int64) int { return cmp.Compare(s.End, o+1) })
+	if i < len(p.spans) && p.spans[i].Start <= off {
+		if end <= p.spans[i].End {
+			return
+		}
+		b, off = b[p.spans[i].End-off:], p.spans[i].End
+	}
+	if _, err := p.f.WriteAt(b, off); err != nil {
 		p.failLocked(err)
 		return
 	}
-	p.kept += int64(len(b))
+	p.addLocked(statedir.Span{Start: off, End: end})
+	n := int64(len(b))
+	p.unrecorded += n
+	p.unsynced += n
 	now := time.Now()
-	if p.kept-p.synced >= stateSyncBytes || now.Sub(p.syncedAt) >= stateSyncEvery {
+	if p.unsynced >= stateSyncBytes || now.Sub(p.syncedAt) >= stateSyncEvery {
 		p.syncLocked(now)
 	}
-	if p.kept-p.recorded >= stateMetaBytes || now.Sub(p.recordedAt) >= stateMetaEvery {
+	if p.unrecorded >= stateMetaBytes || now.Sub(p.recordedAt) >= stateMetaEvery {
 		p.recordLocked(now)
 	}
+}
+
+// addLocked records that s is written: merged with the spans it touches,
+// and into the prefix when it reaches it (spans it reaches then join too).
+func (p *pullState) addLocked(s statedir.Span) {
+	spans := p.spans[:0:0]
+	for _, o := range p.spans {
+		if o.End < s.Start || o.Start > s.End {
+			spans = append(spans, o)
+			continue
+		}
+		s.Start, s.End = min(s.Start, o.Start), max(s.End, o.End)
+	}
+	i, _ := slices.BinarySearchFunc(spans, s.Start, func(o statedir.Span, start int64) int { return cmp.Compare(o.Start, start) })
+	spans = slices.Insert(spans, i, s)
+	for len(spans) > 0 && spans[0].Start <= p.kept {
+		p.kept = max(p.kept, spans[0].End)
+		spans = spans[1:]
+	}
+	p.spans = spans
 }
 
 func (p *pullState) syncLocked(now time.Time) {
@@ -190,7 +283,7 @@ func (p *pullState) syncLocked(now time.Time) {
 		p.failLocked(err)
 		return
 	}
-	p.synced, p.syncedAt = p.kept, now
+	p.unsynced, p.syncedAt = 0, now
 }
 
 func (p *pullState) recordLocked(now time.Time) {
@@ -198,7 +291,7 @@ func (p *pullState) recordLocked(now time.Time) {
 		p.failLocked(err)
 		return
 	}
-	p.recorded, p.recordedAt = p.kept, now
+	p.unrecorded, p.recordedAt = 0, now
 }
 
 func (p *pullState) fail(err error) {
@@ -230,7 +323,8 @@ func (p *pullState) restart() {
 	if err := p.f.Truncate(0); err != nil {
 		p.failLocked(err)
 	}
-	p.kept, p.usable, p.recorded, p.synced = 0, 0, 0, 0
+	p.kept, p.usable, p.unrecorded, p.unsynced = 0, 0, 0, 0
+	p.spans, p.usableSpans = nil, nil
 	if !p.failed {
 		if err := p.writeMeta(); err != nil {
 			p.failLocked(err)
@@ -271,13 +365,30 @@ func (p *pullState) done() {
 	p.b.Remove()
 }
 
-// reusedResumed reports that a blob continues from state kept by an
-// earlier process: offset bytes did not cross the wire again.
-func (b *blobEvents) reusedResumed(offset int64) {
+// pullStateKey carries a healing reader's pullState to the parallel read
+// it opens, which keeps each range it fetched whole.
+type pullStateKey struct{}
+
+func withPullState(ctx context.Context, p *pullState) context.Context {
+	if p == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, pullStateKey{}, p)
+}
+
+func pullStateOf(ctx context.Context) *pullState {
+	p, _ := ctx.Value(pullStateKey{}).(*pullState)
+	return p
+}
+
+// reusedResumed reports that a blob continues at offset from state kept
+// by an earlier process: reused bytes (all the blob will take from it) do
+// not cross the wire again.
+func (b *blobEvents) reusedResumed(offset, reused int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.lastOffset, b.lastAt = offset, time.Now()
-	b.emit(progress.Event{Kind: progress.Resumed, Offset: offset, Reused: offset})
+	b.emit(progress.Event{Kind: progress.Resumed, Offset: offset, Reused: reused})
 }
 
 // pushState keeps the upload session of one blob: its first Location (the
