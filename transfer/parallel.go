@@ -74,6 +74,10 @@ func (c *pullConfig) putBuf(b []byte) {
 	}
 }
 
+// keepStep: a range being fetched hands what it received to the blob's
+// state (Options.StateDir) every keepStep bytes.
+const keepStep = 1 << 20
+
 // errNotParallel ends a parallel read whose later range the server did not
 // serve as asked (200, 416, a wrong Content-Range), after the first one it
 // did: the blob goes on over one connection.
@@ -132,6 +136,7 @@ type pullRange struct {
 	start, end int64
 	buf        []byte
 	n          int64 // bytes in buf, written by the worker only
+	kept       int64 // of them, handed to the blob's state (worker only)
 	done       bool  // guarded by parallelBody.mu
 	released   bool  // guarded by parallelBody.mu
 	exempt     bool  // outside the copy-wide budget (the blob held no other range)
@@ -284,9 +289,10 @@ func (b *parallelBody) work(id int, c *pullRange, rc io.ReadCloser) {
 			}
 		}
 		err := b.fetch(c, rc)
-		if err == nil {
+		if err == nil && b.state != nil {
 			// Before done: the reader may hand buf back once it is.
-			b.state.keep(c.buf, c.start)
+			b.state.keep(c.buf[c.kept:], c.start+c.kept)
+			c.kept = c.n
 		}
 		b.mu.Lock()
 		if err != nil {
@@ -384,6 +390,11 @@ func (b *parallelBody) fill(c *pullRange, rc io.Reader, moved *atomic.Int64) err
 		c.n += int64(n)
 		moved.Add(int64(n))
 		b.ev.onWire(int64(n))
+		if b.state != nil && c.n-c.kept >= keepStep && c.n < int64(len(c.buf)) {
+			// A process killed mid-range keeps what it received.
+			b.state.keep(c.buf[c.kept:c.n], c.start+c.kept)
+			c.kept = c.n
+		}
 		if c.n == int64(len(c.buf)) {
 			return nil
 		}
@@ -510,10 +521,10 @@ func (b *parallelBody) Close() error {
 	b.mu.Lock()
 	for _, c := range b.ring {
 		if c != nil {
-			if !c.done && c.n > 0 {
-				// What an unfinished range received, for a later
-				// process (no worker writes c any more).
-				b.state.keep(c.buf[:c.n], c.start)
+			if !c.done && c.n > c.kept && b.state != nil {
+				// The rest of what an unfinished range received (no
+				// worker writes c any more).
+				b.state.keep(c.buf[c.kept:c.n], c.start+c.kept)
 			}
 			b.release(c, false)
 		}
