@@ -127,9 +127,19 @@ func (s *rangedSource) parallel(desc ocispec.Descriptor, offset, end int64, ev *
 	return !ignored && !single
 }
 
+// stopAtKey marks a read that stops where a kept span begins
+// (Options.StateDir): over one connection it asks for that closed range,
+// not for the rest of the blob, which a server would push into the
+// socket's buffers only to have it dropped.
+type stopAtKey struct{}
+
 // openSingle reads desc from offset to its end over one connection.
 func (s *rangedSource) openSingle(ctx context.Context, desc ocispec.Descriptor, offset int64, ev *blobEvents) (io.ReadCloser, int64, error) {
-	rc, err := s.openRange(ctx, desc, offset, desc.Size, ev)
+	end := desc.Size
+	if stop, ok := ctx.Value(stopAtKey{}).(int64); ok && stop > offset && stop < end {
+		end = stop
+	}
+	rc, err := s.openRange(ctx, desc, offset, end, ev)
 	switch {
 	case errors.Is(err, httpblob.ErrRangeIgnored):
 		s.rangeIgnored.Store(desc.Digest, struct{}{})
@@ -432,7 +442,11 @@ func (r *healingReader) open() {
 		stop = watch(r.wd, r.moved, r.active.elapsed, r.ret.Cancel)
 	}
 	r.active.enter()
-	body, skip, err := r.src.open(withPullState(alreadyWatched(actx), r.state), r.desc, r.offset, end, r.ev)
+	octx := withPullState(alreadyWatched(actx), r.state)
+	if r.bodyEnd < r.desc.Size {
+		octx = context.WithValue(octx, stopAtKey{}, r.bodyEnd)
+	}
+	body, skip, err := r.src.open(octx, r.desc, r.offset, end, r.ev)
 	r.active.leave()
 	if err != nil {
 		stop()
