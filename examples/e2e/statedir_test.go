@@ -188,9 +188,10 @@ func TestStateDirKilledPullContinues(t *testing.T) {
 // The same over the default 8 connections of 16 MiB ranges: the ranges
 // fetched ahead of the contiguous prefix, and what the ranges in flight
 // had received, are kept at their offsets and not fetched again. Before
-// they were kept, a kill at half cost about 1.3x across both runs.
+// they were kept, a kill at half cost 1.22x across both runs; now about
+// 1.04x (what the last checkpoint had not recorded, and the sockets held).
 func TestStateDirKilledParallelPullContinues(t *testing.T) {
-	killedPull(t, 0, 16*MiB, 1.1)
+	killedPull(t, 0, 16*MiB, 1.08)
 }
 
 // killedPull pulls a stateBlobSize blob over conns connections of
