@@ -79,7 +79,8 @@
 // of answers), on top of the wait the server asks for. A registry-to-
 // registry copy whose upload breaks re-reads its source from the offset
 // the destination holds: the ranges fetched ahead of it are fetched again
-// (at most the window). Uploads are one ordered stream: the OCI upload
+// (at most the window). With Options.StateDir, the ranges received are
+// kept for a later process (see "Continuing in a later process"). Uploads are one ordered stream: the OCI upload
 // protocol is.
 //
 // # Mirrors, caches and P2P
@@ -175,7 +176,7 @@
 // 0600, directories 0700). Everything kept is a hint; the digest is the
 // gate.
 //
-// A pull (any destination, from a network source) appends the bytes it
+// A pull (any destination, from a network source) writes the bytes it
 // hands on to a data file and records their count in meta.json (rewritten
 // atomically every 8 MiB or second; data fsync'd every 64 MiB or 5 s and
 // when the attempt ends). The next process checks the meta (it parses; its
@@ -188,9 +189,22 @@
 // a Note. The hash state is not kept, on purpose: the kept bytes are read
 // again for a destination that lost its partial file, hashing them costs
 // nothing more, and a trusted hash state would pass a flipped kept byte to
-// a destination that does not verify. Over several connections, only the
-// contiguous prefix handed on is kept: what was fetched ahead of it (at
-// most the window) is fetched again.
+// a destination that does not verify.
+//
+// Over several connections, the ranges fetched ahead of the prefix are
+// kept too: each is written at its offset in the same data file (sparse)
+// once received whole, and a range in flight writes what it received every
+// MiB and when the read ends (a cancelled copy). meta.json lists the spans
+// kept beyond the prefix ("ranges": [[start,end],...]: sorted, apart,
+// inside the blob, at most 64; a list that breaks any of this discards the
+// state with a Note). The next process reads the prefix and the kept spans
+// from disk, in order, into the same verified stream, and fetches only the
+// gaps between them (a gap before a kept span as a closed range): no
+// ranged GET for a kept byte. A kept span joins the prefix once the prefix
+// reaches it. Resumed's Reused counts prefix and spans; a Resumed at the
+// end of each kept span beyond the prefix says where the blob goes on. A
+// kill now loses what the last checkpoint did not record (at most 8 MiB or
+// a second) and what the sockets held, not the window fetched ahead.
 //
 // A chunked upload to a registry keeps its session's first Location with
 // the digest, size and destination repository. The next process asks the

@@ -121,7 +121,8 @@ type Options struct {
 	// StateDir, if set, keeps what a blob's transfer needs to continue in
 	// a later process (after a kill, a reboot, a Ctrl-C) under this
 	// directory, created 0700 if missing: for a pull, the bytes received
-	// so far, in order from byte 0; for a chunked upload to a registry,
+	// so far (the prefix from byte 0, and the ranges a parallel read
+	// fetched ahead of it, at their offsets); for a chunked upload to a registry,
 	// the upload session. The next Copy or CopyGraph of the same blob
 	// hands the kept bytes on from disk and fetches the rest with a
 	// ranged GET, or asks the registry where the session stands and sends
