@@ -285,7 +285,13 @@ func (r *healingReader) Read(p []byte) (int, error) {
 				return n, r.err
 			}
 		}
-		if err != nil {
+		switch {
+		case err == io.EOF && r.offset == r.bodyEnd:
+			// A closed range up to a kept span, ended with its last
+			// bytes: read the span from disk, then reopen.
+			r.closeBody()
+			r.hop = true
+		case err != nil:
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF // shorter than the descriptor says
 			}

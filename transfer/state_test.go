@@ -160,6 +160,10 @@ func TestStateDirKeepsParallelRanges(t *testing.T) {
 	if len(starts) == 0 || starts[0] != m.Kept {
 		t.Errorf("ranged GETs at %v, want the first at %d", starts, m.Kept)
 	}
+	// A read up to a kept span ends there, with no retry.
+	if r := ev.of(progress.Retrying); len(r) > 0 {
+		t.Errorf("retries in the second copy: %+v", r)
+	}
 	var reused int64
 	for _, e := range ev.of(progress.Resumed) {
 		reused = max(reused, e.Reused)
