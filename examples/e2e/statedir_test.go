@@ -188,10 +188,12 @@ func TestStateDirKilledPullContinues(t *testing.T) {
 // The same over the default 8 connections of 16 MiB ranges: the ranges
 // fetched ahead of the contiguous prefix, and what the ranges in flight
 // had received, are kept at their offsets and not fetched again. Before
-// they were kept, a kill at half cost 1.22x across both runs; now about
-// 1.04x (what the last checkpoint had not recorded, and the sockets held).
+// they were kept, a kill at half cost 1.22x across both runs (at 16 MiB/s
+// per connection); now 1.03-1.05x: what the last checkpoint had not
+// recorded, and what the sockets held. 8 MiB/s per connection keeps a
+// -race build of the copy ahead of its sockets' buffers.
 func TestStateDirKilledParallelPullContinues(t *testing.T) {
-	killedPull(t, 0, 16*MiB, 1.08)
+	killedPull(t, 0, 8*MiB, 1.08)
 }
 
 // killedPull pulls a stateBlobSize blob over conns connections of
@@ -235,8 +237,10 @@ func killedPull(t *testing.T, conns int, bandwidth int64, bound float64) {
 	if reused < d.Size/4 || tr.Summary().Reused != reused {
 		t.Fatalf("reused %d (summary %d), want the kept bytes", reused, tr.Summary().Reused)
 	}
-	// What the second run took from the registry and from disk is the blob.
-	if second := served - first; second+reused < d.Size || second+reused > d.Size+d.Size/20 {
+	// What the second run took from the registry and from disk is the
+	// blob (give or take what the registry's counters had not settled on
+	// when read: the killed copy's sockets, the last write of a handler).
+	if second := served - first; second+reused < d.Size-d.Size/50 || second+reused > d.Size+d.Size/20 {
 		t.Fatalf("second run: %d from the registry + %d reused, for %d", second, reused, d.Size)
 	}
 	if left := stateEntries(t, state); len(left) > 0 {
