@@ -46,15 +46,24 @@ const (
 	// A per-blob loop of 6 attempts around oras-go's Fetch and Push, each
 	// attempt from byte 0 (how modctl retries today).
 	cRetry6 = "retry6"
-	// transfer.Copy.
+	// transfer.Copy. Its pull settings are left at zero (8 connections
+	// per blob in 8 MiB ranges, 16 per Copy).
 	cSturdy = "sturdy"
+	// transfer.Copy with PullConnections: 1: every blob over one stream,
+	// as before parallel ranged pulls. Pushes are the same as sturdy's, so
+	// it only pulls.
+	cSturdy1 = "sturdy-1conn"
 )
 
+// pullOnly reports whether a contender only runs pulls.
+func pullOnly(contender string) bool { return contender == cSturdy1 }
+
 var contenderLabels = map[string]string{
-	cOras:   "oras-go `oras.Copy`, plain `auth.Client`",
-	cOrasDC: "oras-go `oras.Copy`, `auth.DefaultClient` (retry transport)",
-	cRetry6: "oras-go, 6 attempts per blob, restart from 0",
-	cSturdy: "sturdy `transfer.Copy`",
+	cOras:    "oras-go `oras.Copy`, plain `auth.Client`",
+	cOrasDC:  "oras-go `oras.Copy`, `auth.DefaultClient` (retry transport)",
+	cRetry6:  "oras-go, 6 attempts per blob, restart from 0",
+	cSturdy:  "sturdy `transfer.Copy`, zero pull settings (a blob of two ranges or more over 8 ranged connections)",
+	cSturdy1: "sturdy `transfer.Copy` with `PullConnections: 1` (one stream per blob; pulls only)",
 }
 
 // job is what the parent asks a worker process to do.
@@ -179,7 +188,7 @@ func (j job) run() result {
 			Header: http.Header{"User-Agent": {"oras-go"}},
 			Cache:  auth.DefaultCache,
 		}
-	case cSturdy:
+	case cSturdy, cSturdy1:
 		client = transfer.NewClient(&http.Client{Transport: base}, nil) // the same as cOras's
 	default:
 		return result{Err: "unknown contender " + j.Contender}
@@ -218,14 +227,18 @@ func (j job) run() result {
 		root, err = oras.Copy(ctx, src, j.Tag, dst, j.Tag, opts)
 	case cRetry6:
 		root, res.Attempts, res.MaxBlobAttempts, err = copyRestarting(ctx, src, dst, j.Tag, j)
-	case cSturdy:
+	case cSturdy, cSturdy1:
 		tracker = progress.NewTracker()
-		root, err = transfer.Copy(ctx, src, j.Tag, dst, j.Tag, transfer.Options{
+		opts := transfer.Options{
 			Retry:        retrypolicy.Config{InitialBackoff: j.Backoff, MaxBackoff: j.MaxBackoff},
 			Concurrency:  j.Concurrency,
 			StallTimeout: j.Stall,
 			Observer:     tracker,
-		})
+		}
+		if j.Contender == cSturdy1 {
+			opts.PullConnections = 1
+		}
+		root, err = transfer.Copy(ctx, src, j.Tag, dst, j.Tag, opts)
 	}
 	res.Seconds = time.Since(start).Seconds()
 	res.ClientWrote = wrote.Load() // the copy alone, not the check below

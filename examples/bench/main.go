@@ -9,10 +9,13 @@
 //
 // Contenders (-contenders):
 //
-//	oras     oras.Copy; remote.Repository with a plain auth.Client (no retry transport)
-//	oras-dc  oras.Copy; auth.DefaultClient (oras-go's retry transport underneath)
-//	retry6   per-blob loop of 6 attempts around oras-go Fetch/Push, each from byte 0
-//	sturdy   transfer.Copy
+//	oras          oras.Copy; remote.Repository with a plain auth.Client (no retry transport)
+//	oras-dc       oras.Copy; auth.DefaultClient (oras-go's retry transport underneath)
+//	retry6        per-blob loop of 6 attempts around oras-go Fetch/Push, each from byte 0
+//	sturdy        transfer.Copy; its pull settings at zero, so a blob of 16 MiB or more
+//	              is fetched as 8 MiB ranges over 8 connections
+//	sturdy-1conn  transfer.Copy with PullConnections: 1 (one stream per blob); pulls
+//	              only, the one direction where it differs from sturdy
 //
 // Every contender run is a separate process (this binary re-executed), so
 // its peak RSS (getrusage of the child) is its own; the registry lives in
@@ -83,7 +86,7 @@ func defaultConfig() config {
 		MaxBackoff:    4 * time.Second,
 		Concurrency:   4,
 		Scenarios:     allScenarios,
-		Contenders:    []string{cOras, cOrasDC, cRetry6, cSturdy},
+		Contenders:    []string{cOras, cOrasDC, cRetry6, cSturdy, cSturdy1},
 		Warmup:        true,
 	}
 }
@@ -125,7 +128,7 @@ func cli(args []string) int {
 	smallSize := fs.String("small-blob-size", "", "size of each small layer (default 4KiB)")
 	reps := fs.Int("reps", def.Reps, "repetitions of the clean-link scenario (median reported)")
 	scen := fs.String("scenarios", strings.Join(allScenarios, ","), "comma list of scenarios: "+strings.Join(allScenarios, ","))
-	cont := fs.String("contenders", strings.Join(def.Contenders, ","), "comma list of contenders: oras,oras-dc,retry6,sturdy")
+	cont := fs.String("contenders", strings.Join(def.Contenders, ","), "comma list of contenders: "+strings.Join(def.Contenders, ","))
 	backoff := fs.Duration("backoff", 0, "initial backoff of retry6 and sturdy (default 500ms, -quick 20ms)")
 	stallDeadline := fs.Duration("stall-deadline", 0, "caller deadline in the stall scenario (default 30s)")
 	stallTimeout := fs.Duration("stall-timeout", 0, "sturdy's StallTimeout (default 3s)")

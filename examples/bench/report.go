@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"regexp"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/sturdyoci/sturdy/examples/registrytest"
 	"github.com/sturdyoci/sturdy/progress"
+	"github.com/sturdyoci/sturdy/transfer"
 )
 
 // notesMarker separates the generated report from notes written by hand
@@ -35,6 +37,9 @@ type verdict struct {
 	target string
 	met    bool
 	detail string
+	// notJudged, if set, says why the target was not judged in this run
+	// (met is then meaningless).
+	notJudged string
 }
 
 // cell is the aggregate of one contender's runs of one scenario and
@@ -50,6 +55,10 @@ type cell struct {
 	requests int64   // median
 	maxRSS   int64   // max over runs
 	peakHeap uint64  // max over runs
+	// Blob GETs (medians): requests, requests cut, and the response body
+	// bytes the registry sent per byte of payload.
+	blobGets, blobCuts int64
+	blobBody           float64
 	// Uploads under cuts (medians): see run.cuts.
 	patches, patchCuts, putCuts int64
 	wrote, kept, late           int64 // client wrote; registry kept; of it, after the client's reset
@@ -72,6 +81,7 @@ func (r *report) cell(scen, dir, contender string) *cell {
 		return nil
 	}
 	var secs, wire, body, reqs []float64
+	var blobGets, blobCuts, blobBody []float64
 	var patches, patchCuts, putCuts, wrote, kept, late []float64
 	for _, x := range c.runs {
 		u := x.uploads()
@@ -87,6 +97,9 @@ func (r *report) cell(scen, dir, contender string) *cell {
 		wire = append(wire, float64(x.wire())/float64(x.payload))
 		body = append(body, float64(x.body())/float64(x.payload))
 		reqs = append(reqs, float64(x.requests()))
+		bg := x.blobGet()
+		blobGets, blobCuts = append(blobGets, float64(bg.Requests)), append(blobCuts, float64(bg.Cuts))
+		blobBody = append(blobBody, float64(bg.ResponseBodyBytes)/float64(x.payload))
 		c.maxRSS = max(c.maxRSS, x.res.PeakRSS)
 		c.peakHeap = max(c.peakHeap, x.res.PeakHeap)
 	}
@@ -96,7 +109,32 @@ func (r *report) cell(scen, dir, contender string) *cell {
 	c.seconds, c.wire, c.body, c.requests = median(secs), median(wire), median(body), int64(median(reqs))
 	c.patches, c.patchCuts, c.putCuts = int64(median(patches)), int64(median(patchCuts)), int64(median(putCuts))
 	c.wrote, c.kept, c.late = int64(median(wrote)), int64(median(kept)), int64(median(late))
+	c.blobGets, c.blobCuts, c.blobBody = int64(median(blobGets)), int64(median(blobCuts)), median(blobBody)
 	return c
+}
+
+// blobGet is the registry's counters of the run's blob GETs.
+func (r *run) blobGet() registrytest.KindStats { return r.stats.Kinds[registrytest.BlobGet] }
+
+// speedup is contender c's throughput over base's in one scenario and
+// direction: base's time / c's time in each repetition where both
+// succeeded, and their median (NaN if none).
+func (r *report) speedup(scen, dir, c, base string) (float64, []float64) {
+	times := map[string]map[int]float64{c: {}, base: {}}
+	for _, x := range r.runs {
+		if x.scenario == scen && x.direction == dir && x.ok() && x.res.Seconds > 0 {
+			if m, ok := times[x.contender]; ok {
+				m[x.rep] = x.res.Seconds
+			}
+		}
+	}
+	var per []float64
+	for _, rep := range slices.Sorted(maps.Keys(times[c])) {
+		if b, ok := times[base][rep]; ok {
+			per = append(per, b/times[c][rep])
+		}
+	}
+	return median(per), per
 }
 
 // uploadStats is what a push's uploads cost the registry: requests and
@@ -170,6 +208,9 @@ func (r *report) render() {
 		if !v.met {
 			mark = "**MISSED**"
 		}
+		if v.notJudged != "" {
+			mark = "not judged (" + v.notJudged + ")"
+		}
 		p("- %s: %s. %s\n", v.target, mark, v.detail)
 	}
 	p("\n")
@@ -178,7 +219,7 @@ func (r *report) render() {
 	for _, c := range cfg.Contenders {
 		p("- `%s`: %s.\n", c, contenderLabels[c])
 	}
-	p("\nDetails: `oras` and `sturdy` use the same client (an `auth.Client` over an `http.Client` with http.DefaultTransport, ")
+	p("\nDetails: `oras`, `sturdy` and `sturdy-1conn` use the same client (an `auth.Client` over an `http.Client` with http.DefaultTransport, ")
 	p("which is what `transfer.NewClient(nil, nil)` returns); `oras-dc` uses `auth.DefaultClient`'s equivalent, whose `retry.DefaultClient` ")
 	p("retries GET/HEAD/POST and rewindable bodies up to 5 times (built as `retry.NewTransport` over the same transport, with its User-Agent and `auth.DefaultCache`). ")
 	p("The transport under every client is a clone of `http.DefaultTransport` whose dialer counts the bytes written (see **client wrote** below); nothing else differs. `retry6` is a per-blob loop built from oras-go's own ")
@@ -188,7 +229,11 @@ func (r *report) render() {
 	p("does not cancel the others, and the manifest goes last. Its backoff is sturdy's: %s initial, doubling with ±50%% jitter, capped at %s ", cfg.Backoff, cfg.MaxBackoff)
 	p("(the production default is 5 s / 2 min; shorter here so waits do not dominate every faulty scenario). ")
 	p("Every contender moves up to %d blobs at once (oras-go's default is 3, sturdy's 4). Every run has a caller deadline of %s ", cfg.Concurrency, cfg.Deadline)
-	p("(%s in the stall scenario).\n\n", cfg.StallDeadline)
+	p("(%s in the stall scenario). ", cfg.StallDeadline)
+	p("`sturdy` leaves `PullConnections`, `MaxPullConnections` and `PullRangeSize` at zero, as a caller who sets nothing does: a blob of %s or more is fetched ", fmtBytes(2*transfer.DefaultPullRangeSize))
+	p("as %s ranges over up to %d connections (%d per Copy), reassembled in order and verified as a whole; `sturdy-1conn` differs only in `PullConnections: 1`, ", fmtBytes(transfer.DefaultPullRangeSize), transfer.DefaultPullConnections, transfer.DefaultMaxPullConnections)
+	p("one stream per blob as before ranged pulls, and runs only pulls (in the clean-link scenario). ")
+	p("The options sturdy's contenders do set (backoff, `StallTimeout`, an Observer) change nothing on a clean pull.\n\n")
 
 	p("## How it is measured\n\n")
 	p("- Blobs are random bytes from a seeded ChaCha8 stream, written to OCI layouts on disk; pull = registry -> a fresh OCI layout (`oci.Store`), ")
@@ -213,6 +258,10 @@ func (r *report) render() {
 	p("**registry kept**: upload body bytes (PATCH + PUT) the registry read, all of which it keeps, in-flight bytes read after the client's reset included (**kept after the reset**). ")
 	p("**PATCH per cut**: upload PATCH requests / PATCH requests a cut reset; a push that resumes without re-sending needs one PATCH per cut plus the final one. ")
 	p("oras-go pushes a blob in one PUT (POST, then PUT with the body), so its cuts land on PUTs and it sends no PATCH.\n")
+	p("- The ranged-pull tables: **throughput** is payload / time (medians); **vs oras** and **vs 1conn** are the row's throughput over plain oras-go's ")
+	p("and over `sturdy-1conn`'s (their time / the row's in the same repetition, median). **blob GETs** and **cut** count blob GET requests and those a reset cut; ")
+	p("**blob GET body/payload** is what the registry sent as blob GET response bodies (`Stats().Kinds[BlobGet].ResponseBodyBytes`) per byte of payload: ")
+	p("a byte fetched twice shows above 1.000.\n")
 	p("- Before every run the faults are cleared and injected again and the counters reset; contenders run in turn, ")
 	p("and the clean-link scenario is repeated %d times, each repetition starting with a different contender (medians reported).\n\n", cfg.Reps)
 
@@ -254,12 +303,17 @@ func (r *report) render() {
 		if sc.name == "resets" && slices.Contains(sc.directions, "push") {
 			r.renderPushCuts(p, sc)
 		}
+		if sc.name == "clean" {
+			r.renderRanged(p, sc)
+		}
 	}
 
 	if slices.ContainsFunc(r.scenarios, func(s *scenario) bool { return s.name == "memory" }) &&
 		slices.ContainsFunc(r.scenarios, func(s *scenario) bool { return s.name == "clean" }) {
 		p("## Peak memory by blob size\n\n")
-		p("Peak RSS (and peak Go heap) of one process moving one blob, clean link; the %s row is the clean-link scenario's (max over its repetitions).\n\n", fmtBytes(cfg.Size))
+		p("Peak RSS (and peak Go heap) of one process moving one blob, clean link; the %s row is the clean-link scenario's (max over its repetitions). ", fmtBytes(cfg.Size))
+		p("sturdy pulls a blob of two ranges or more (%s) over ranged connections, ", fmtBytes(2*transfer.DefaultPullRangeSize))
+		p("holding up to %s of ranges per blob.\n\n", fmtBytes(rangedWindow))
 		p("| dir | contender | RSS @ %s | RSS @ %s | growth | heap @ %s | heap @ %s |\n", fmtBytes(cfg.MemSize), fmtBytes(cfg.Size), fmtBytes(cfg.MemSize), fmtBytes(cfg.Size))
 		p("|---|---|--:|--:|--:|--:|--:|\n")
 		for _, dir := range []string{"pull", "push"} {
@@ -289,6 +343,49 @@ func (r *report) render() {
 		p("\n")
 	}
 	r.markdown = b.String()
+}
+
+// rangedWindow is the most a blob's ranged pull holds in memory with the
+// default pull settings: 2 x connections x range size.
+const rangedWindow = 2 * transfer.DefaultPullConnections * transfer.DefaultPullRangeSize
+
+// rangedContenders are the rows of the ranged-pull tables.
+var rangedContenders = []string{cOras, cSturdy1, cSturdy}
+
+// renderRanged is the pull of a scenario in terms of the ranged pull:
+// throughput against plain oras-go and one stream, what the blob GETs
+// cost, and memory.
+func (r *report) renderRanged(p func(string, ...any), sc *scenario) {
+	if r.cell(sc.name, "pull", cSturdy1) == nil {
+		return
+	}
+	p("Ranged pull: throughput, blob GETs and memory (see **How it is measured**).\n\n")
+	p("| dir | contender | ok | time | throughput | vs oras | vs 1conn | blob GETs | cut | blob GET body/payload | peak heap | peak RSS |\n")
+	p("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, c := range rangedContenders {
+		cl := r.cell(sc.name, "pull", c)
+		if cl == nil {
+			continue
+		}
+		vsOras, _ := r.speedup(sc.name, "pull", c, cOras)
+		vs1, _ := r.speedup(sc.name, "pull", c, cSturdy1)
+		tp := "n/a"
+		if cl.okCount > 0 && cl.seconds > 0 {
+			tp = fmtBytes(int64(float64(sc.art.payload)/cl.seconds)) + "/s"
+		}
+		p("| pull | %s | %s | %.2f s | %s | %s | %s | %d | %d | %.3f | %s | %s |\n", c, cl.okText(), cl.seconds, tp, ratioText(vsOras), ratioText(vs1),
+			cl.blobGets, cl.blobCuts, cl.blobBody, fmtBytes(int64(cl.peakHeap)), fmtBytes(cl.maxRSS))
+	}
+	p("\n")
+}
+
+func (r *report) scenario(name string) *scenario {
+	for _, sc := range r.scenarios {
+		if sc.name == name {
+			return sc
+		}
+	}
+	return nil
 }
 
 // renderPushCuts is the push rows of the resets scenario in terms of the
@@ -404,14 +501,42 @@ func (r *report) judge() []verdict {
 			})
 		}
 	}
+	out = append(out, r.judgeRanged()...)
 	for _, sc := range r.scenarios {
 		for _, dir := range sc.directions {
-			if s := r.cell(sc.name, dir, cSturdy); s != nil && s.okCount < len(s.runs) {
-				out = append(out, verdict{
-					target: fmt.Sprintf("sturdy succeeds: %s, %s", sc.name, dir),
-					detail: fmt.Sprintf("%d of %d runs failed; see the errors below.", len(s.runs)-s.okCount, len(s.runs)),
-				})
+			for _, c := range []string{cSturdy, cSturdy1} {
+				if s := r.cell(sc.name, dir, c); s != nil && s.okCount < len(s.runs) {
+					out = append(out, verdict{
+						target: fmt.Sprintf("%s succeeds: %s, %s", c, sc.name, dir),
+						detail: fmt.Sprintf("%d of %d runs failed; see the errors below.", len(s.runs)-s.okCount, len(s.runs)),
+					})
+				}
 			}
+		}
+	}
+	return out
+}
+
+// judgeRanged checks the targets of the ranged pull (issue 10). A target
+// that needs more ranges than the run's blobs have (-quick sizes) is
+// reported as not judged.
+func (r *report) judgeRanged() []verdict {
+	var out []verdict
+	rs := transfer.DefaultPullRangeSize
+	ranges := func(size int64) int64 { return (size + rs - 1) / rs }
+	// Clean loopback: more connections must not cost throughput.
+	if sc := r.scenario("clean"); sc != nil {
+		if r.cell("clean", "pull", cSturdy1) != nil && r.cell("clean", "pull", cSturdy) != nil {
+			tp, per := r.speedup("clean", "pull", cSturdy, cSturdy1)
+			v := verdict{
+				target: "clean link, pull: sturdy's ranged pull within 3% of its own single stream's throughput (`sturdy-1conn`)",
+				met:    tp >= 0.97,
+				detail: fmt.Sprintf("sturdy moved %.1f%% of sturdy-1conn's throughput (median of %d repetitions; per repetition: %s).", 100*tp, len(per), ratioList(per)),
+			}
+			if n := ranges(sc.art.layers[0].Size); n < 2 {
+				v.notJudged = fmt.Sprintf("the %s blob is under two ranges, so sturdy pulls it over one stream too", fmtBytes(sc.art.layers[0].Size))
+			}
+			out = append(out, v)
 		}
 	}
 	return out

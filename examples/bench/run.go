@@ -32,9 +32,21 @@ type scenario struct {
 	directions []string
 	reps       int
 	deadline   time.Duration
-	contenders []string
+	contenders []string // see contendersFor
 	// inject sets the faults of a run; nil means a clean link.
 	inject func(reg *registrytest.Registry, direction string)
+}
+
+// contendersFor is the scenario's contenders that run in direction dir:
+// a pull-only contender sits out pushes.
+func (sc *scenario) contendersFor(dir string) []string {
+	var out []string
+	for _, c := range sc.contenders {
+		if dir == "pull" || !pullOnly(c) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // world is what the scenarios share: the registry, the artifacts on disk
@@ -105,7 +117,7 @@ func runBench(ctx context.Context, cfg config) (*report, error) {
 		for r := 0; r < sc.reps; r++ {
 			for _, dir := range sc.directions {
 				// Interleaved: each repetition starts with another contender.
-				order := rotate(sc.contenders, r)
+				order := rotate(sc.contendersFor(dir), r)
 				for _, c := range order {
 					if err := ctx.Err(); err != nil {
 						return nil, err
@@ -156,14 +168,27 @@ func (w *world) scenarios(ctx context.Context) ([]*scenario, error) {
 		}
 	}
 	both := []string{"pull", "push"}
+	// only is the chosen contenders among names, in the order chosen.
+	only := func(names ...string) []string {
+		var out []string
+		for _, c := range cfg.Contenders {
+			if slices.Contains(names, c) {
+				out = append(out, c)
+			}
+		}
+		return out
+	}
+	// sturdy-1conn is there for the ranged pull: the clean link.
+	all := only(cOras, cOrasDC, cRetry6, cSturdy)
 	var out []*scenario
 	for _, name := range cfg.Scenarios {
-		sc := &scenario{name: name, art: single, directions: both, reps: 1, deadline: cfg.Deadline, contenders: cfg.Contenders}
+		sc := &scenario{name: name, art: single, directions: both, reps: 1, deadline: cfg.Deadline, contenders: all}
 		switch name {
 		case "clean":
 			sc.title = "Clean link"
 			sc.fault = "no faults"
 			sc.reps = cfg.Reps
+			sc.contenders = cfg.Contenders
 		case "resets":
 			period := cfg.ResetPeriod
 			layer := single.layers[0].Digest
@@ -223,12 +248,7 @@ func (w *world) scenarios(ctx context.Context) ([]*scenario, error) {
 			sc.art = mid
 			sc.title = "Memory as the blob grows"
 			sc.fault = fmt.Sprintf("no faults; a %s blob, compared with the %s blob of the clean-link scenario", fmtBytes(cfg.MemSize), fmtBytes(cfg.Size))
-			sc.contenders = nil
-			for _, c := range cfg.Contenders {
-				if c == cOras || c == cSturdy {
-					sc.contenders = append(sc.contenders, c)
-				}
-			}
+			sc.contenders = only(cOras, cSturdy)
 		}
 		out = append(out, sc)
 	}
