@@ -18,9 +18,9 @@ func TestMain(m *testing.M) {
 }
 
 // TestQuick runs every scenario with every contender at -quick sizes (8 MiB
-// blobs, resets every 1 MiB, 50 small blobs) and checks only that the run
-// completes, renders, and that sturdy (and sturdy-1conn) succeeds
-// everywhere. No timing is asserted.
+// blobs, 16 and 24 MiB for the capped ranged pulls, resets every 1 MiB, 50
+// small blobs) and checks only that the run completes, renders, and that
+// sturdy (and sturdy-1conn) succeeds everywhere. No timing is asserted.
 func TestQuick(t *testing.T) {
 	cfg := quickConfig()
 	cfg.Reps = 2 // enough to exercise interleaving and medians
@@ -61,7 +61,7 @@ func TestQuick(t *testing.T) {
 		t.Errorf("ran %d scenarios, want %d", len(rep.scenarios), len(allScenarios))
 	}
 	for _, want := range []string{"# sturdy benchmark", "## Targets", "time vs sturdy", "wire/payload", "peak RSS", "PATCH per cut", "client wrote",
-		"vs 1conn", "blob GET body/payload"} {
+		"vs 1conn", "blob GET body/payload", "Peak memory of the ranged pull"} {
 		if !strings.Contains(rep.markdown, want) {
 			t.Errorf("report lacks %q", want)
 		}

@@ -229,10 +229,10 @@ func (r *report) render() {
 	p("does not cancel the others, and the manifest goes last. Its backoff is sturdy's: %s initial, doubling with ±50%% jitter, capped at %s ", cfg.Backoff, cfg.MaxBackoff)
 	p("(the production default is 5 s / 2 min; shorter here so waits do not dominate every faulty scenario). ")
 	p("Every contender moves up to %d blobs at once (oras-go's default is 3, sturdy's 4). Every run has a caller deadline of %s ", cfg.Concurrency, cfg.Deadline)
-	p("(%s in the stall scenario). ", cfg.StallDeadline)
+	p("(%s in the stall scenario; in the capped scenarios at least three times what one connection at the cap needs). ", cfg.StallDeadline)
 	p("`sturdy` leaves `PullConnections`, `MaxPullConnections` and `PullRangeSize` at zero, as a caller who sets nothing does: a blob of %s or more is fetched ", fmtBytes(2*transfer.DefaultPullRangeSize))
 	p("as %s ranges over up to %d connections (%d per Copy), reassembled in order and verified as a whole; `sturdy-1conn` differs only in `PullConnections: 1`, ", fmtBytes(transfer.DefaultPullRangeSize), transfer.DefaultPullConnections, transfer.DefaultMaxPullConnections)
-	p("one stream per blob as before ranged pulls, and runs only pulls (in the clean-link scenario). ")
+	p("one stream per blob as before ranged pulls, and runs only pulls (the clean link and the capped scenarios). ")
 	p("The options sturdy's contenders do set (backoff, `StallTimeout`, an Observer) change nothing on a clean pull.\n\n")
 
 	p("## How it is measured\n\n")
@@ -268,7 +268,7 @@ func (r *report) render() {
 	for _, sc := range r.scenarios {
 		p("## %s\n\n", sc.title)
 		p("%s. Artifact: %d layer(s), %s.", upperFirst(sc.fault), len(sc.art.layers), fmtBytes(sc.art.payload))
-		if sc.name == "bandwidth" {
+		if sc.name == "bandwidth" || strings.HasPrefix(sc.name, "capped-") {
 			var rates []string
 			for _, dir := range sc.directions {
 				if c := r.cell(sc.name, dir, cOras); c != nil && c.okCount > 0 && c.seconds > 0 {
@@ -303,7 +303,7 @@ func (r *report) render() {
 		if sc.name == "resets" && slices.Contains(sc.directions, "push") {
 			r.renderPushCuts(p, sc)
 		}
-		if sc.name == "clean" {
+		if sc.name == "clean" || strings.HasPrefix(sc.name, "capped-") {
 			r.renderRanged(p, sc)
 		}
 	}
@@ -313,7 +313,7 @@ func (r *report) render() {
 		p("## Peak memory by blob size\n\n")
 		p("Peak RSS (and peak Go heap) of one process moving one blob, clean link; the %s row is the clean-link scenario's (max over its repetitions). ", fmtBytes(cfg.Size))
 		p("sturdy pulls a blob of two ranges or more (%s) over ranged connections, ", fmtBytes(2*transfer.DefaultPullRangeSize))
-		p("holding up to %s of ranges per blob.\n\n", fmtBytes(rangedWindow))
+		p("holding up to %s of ranges per blob: see **Peak memory of the ranged pull** for it under a per-connection cap.\n\n", fmtBytes(rangedWindow))
 		p("| dir | contender | RSS @ %s | RSS @ %s | growth | heap @ %s | heap @ %s |\n", fmtBytes(cfg.MemSize), fmtBytes(cfg.Size), fmtBytes(cfg.MemSize), fmtBytes(cfg.Size))
 		p("|---|---|--:|--:|--:|--:|--:|\n")
 		for _, dir := range []string{"pull", "push"} {
@@ -328,6 +328,7 @@ func (r *report) render() {
 		}
 		p("\n")
 	}
+	r.renderRangedMemory(p)
 
 	var failed []*run
 	for _, x := range r.runs {
@@ -356,7 +357,7 @@ var rangedContenders = []string{cOras, cSturdy1, cSturdy}
 // throughput against plain oras-go and one stream, what the blob GETs
 // cost, and memory.
 func (r *report) renderRanged(p func(string, ...any), sc *scenario) {
-	if r.cell(sc.name, "pull", cSturdy1) == nil {
+	if r.cell(sc.name, "pull", cSturdy1) == nil && !strings.HasPrefix(sc.name, "capped-") {
 		return
 	}
 	p("Ranged pull: throughput, blob GETs and memory (see **How it is measured**).\n\n")
@@ -378,6 +379,40 @@ func (r *report) renderRanged(p func(string, ...any), sc *scenario) {
 	}
 	p("\n")
 }
+
+// renderRangedMemory compares the peak memory of the capped pulls of the
+// mid-sized and the big blob.
+func (r *report) renderRangedMemory(p func(string, ...any)) {
+	mid, big := r.scenario("capped-parallel-mid"), r.scenario("capped-parallel")
+	if mid == nil || big == nil {
+		return
+	}
+	midSize, bigSize := mid.art.layers[0].Size, big.art.layers[0].Size
+	p("## Peak memory of the ranged pull\n\n")
+	p("Peak Go heap and peak RSS of one process pulling the %s and the %s blob under the per-connection cap (max over runs). ", fmtBytes(midSize), fmtBytes(bigSize))
+	p("A ranged pull holds at most 2 x PullConnections ranges per blob, fetched or fetching ahead of what the destination has read: ")
+	p("%s with the defaults (2 x %d x %s; one Copy at most %s over its %d connections). ", fmtBytes(rangedWindow), transfer.DefaultPullConnections,
+		fmtBytes(transfer.DefaultPullRangeSize), fmtBytes(2*transfer.DefaultMaxPullConnections*transfer.DefaultPullRangeSize), transfer.DefaultMaxPullConnections)
+	p("So sturdy's memory is flat in the blob's size, but not small: a one-stream pull (`sturdy-1conn`, oras-go) holds a few copy buffers. ")
+	p("A shorter pull may not reach the full window.")
+	if midSize < rangedWindow {
+		p(" At these sizes the %s blob is fewer ranges than the window holds, so memory grows with the blob up to the window; the target is judged only when both blobs fill it.", fmtBytes(midSize))
+	}
+	p("\n\n")
+	p("| dir | contender | heap @ %s | heap @ %s | growth | RSS @ %s | RSS @ %s | growth |\n", fmtBytes(midSize), fmtBytes(bigSize), fmtBytes(midSize), fmtBytes(bigSize))
+	p("|---|---|--:|--:|--:|--:|--:|--:|\n")
+	for _, c := range rangedContenders {
+		small, large := r.cell(mid.name, "pull", c), r.cell(big.name, "pull", c)
+		if small == nil || large == nil {
+			continue
+		}
+		p("| pull | %s | %s | %s | %+.1f%% | %s | %s | %+.1f%% |\n", c, fmtBytes(int64(small.peakHeap)), fmtBytes(int64(large.peakHeap)),
+			100*growth(float64(small.peakHeap), float64(large.peakHeap)), fmtBytes(small.maxRSS), fmtBytes(large.maxRSS), 100*growth(float64(small.maxRSS), float64(large.maxRSS)))
+	}
+	p("\n")
+}
+
+func growth(from, to float64) float64 { return to/from - 1 }
 
 func (r *report) scenario(name string) *scenario {
 	for _, sc := range r.scenarios {
@@ -535,6 +570,72 @@ func (r *report) judgeRanged() []verdict {
 			}
 			if n := ranges(sc.art.layers[0].Size); n < 2 {
 				v.notJudged = fmt.Sprintf("the %s blob is under two ranges, so sturdy pulls it over one stream too", fmtBytes(sc.art.layers[0].Size))
+			}
+			out = append(out, v)
+		}
+	}
+	// Under a per-connection cap: sturdy's throughput over plain oras-go's.
+	for _, t := range []struct {
+		scen string
+		aim  float64
+	}{{"capped-parallel", 6}, {"capped-parallel-mid", 3}} {
+		sc := r.scenario(t.scen)
+		if sc == nil || r.cell(t.scen, "pull", cSturdy) == nil || r.cell(t.scen, "pull", cOras) == nil {
+			continue
+		}
+		size := sc.art.layers[0].Size
+		v := verdict{target: fmt.Sprintf("%s/s per connection, pull of a %s blob: sturdy with its pull settings at zero (the defaults) at least %.0fx plain oras-go's throughput",
+			fmtBytes(r.cfg.CappedBandwidth), fmtBytes(size), t.aim)}
+		tp, per := r.speedup(t.scen, "pull", cSturdy, cOras)
+		v.met = tp >= t.aim
+		v.detail = fmt.Sprintf("sturdy moved %.2fx oras-go's throughput (per repetition: %s)", tp, ratioList(per))
+		if s1, _ := r.speedup(t.scen, "pull", cSturdy1, cOras); !math.IsNaN(s1) {
+			v.detail += fmt.Sprintf("; `sturdy-1conn` %.2fx", s1)
+		}
+		v.detail += "."
+		if n := ranges(size); n < transfer.DefaultPullConnections {
+			v.notJudged = fmt.Sprintf("the blob is %d ranges, fewer than the %d connections the target needs", n, transfer.DefaultPullConnections)
+		}
+		out = append(out, v)
+	}
+	// Resets on every connection: every byte sent once.
+	if s := r.cell("capped-resets", "pull", cSturdy); s != nil {
+		var others []string
+		for _, c := range r.scenario("capped-resets").contenders {
+			if o := r.cell("capped-resets", "pull", c); o != nil && c != cSturdy {
+				state := "failed"
+				if o.okCount == len(o.runs) {
+					state = "succeeded"
+				}
+				others = append(others, fmt.Sprintf("`%s` %s after %.3fx blob GET body bytes", c, state, o.blobBody))
+			}
+		}
+		worst := 0.0
+		for _, x := range s.runs {
+			worst = max(worst, float64(x.blobGet().ResponseBodyBytes)/float64(x.payload))
+		}
+		out = append(out, verdict{
+			target: "capped and reset on every connection, pull: sturdy succeeds, and the registry sends at most 1.05x the payload as blob GET bodies",
+			met:    s.okCount == len(s.runs) && worst <= 1.05,
+			detail: fmt.Sprintf("sturdy: %s, %.3fx blob GET body bytes (worst run %.3fx) over %d blob GETs, %d of them cut, %.2f s; %s.",
+				s.okText(), s.blobBody, worst, s.blobGets, s.blobCuts, s.seconds, strings.Join(others, ", ")),
+		})
+	}
+	// Memory flat from the mid-sized to the big blob.
+	if mid, big := r.scenario("capped-parallel-mid"), r.scenario("capped-parallel"); mid != nil && big != nil {
+		small, large := r.cell(mid.name, "pull", cSturdy), r.cell(big.name, "pull", cSturdy)
+		if small != nil && large != nil && small.maxRSS > 0 && small.peakHeap > 0 {
+			midSize, bigSize := mid.art.layers[0].Size, big.art.layers[0].Size
+			gHeap := growth(float64(small.peakHeap), float64(large.peakHeap))
+			gRSS := growth(float64(small.maxRSS), float64(large.maxRSS))
+			v := verdict{
+				target: fmt.Sprintf("memory flat as the blob grows, ranged pull (peak heap and peak RSS grow less than 10%% from %s to %s)", fmtBytes(midSize), fmtBytes(bigSize)),
+				met:    gHeap < 0.10 && gRSS < 0.10,
+				detail: fmt.Sprintf("sturdy's peak heap: %s, then %s (%+.1f%%); peak RSS: %s, then %s (%+.1f%%); the window is %s per blob.",
+					fmtBytes(int64(small.peakHeap)), fmtBytes(int64(large.peakHeap)), 100*gHeap, fmtBytes(small.maxRSS), fmtBytes(large.maxRSS), 100*gRSS, fmtBytes(rangedWindow)),
+			}
+			if midSize < rangedWindow {
+				v.notJudged = fmt.Sprintf("the %s blob does not fill the %s window", fmtBytes(midSize), fmtBytes(rangedWindow))
 			}
 			out = append(out, v)
 		}
