@@ -101,6 +101,11 @@ type result struct {
 	// accepted them: bytes still in socket buffers when a reset came, which
 	// never reached the registry, are in it. See countingTransport.
 	ClientWrote int64
+	// Allocated is every heap byte allocated during the run (cumulative,
+	// /gc/heap/allocs:bytes): buffers allocated once and reused stay
+	// flat, buffers allocated per range grow with the blob. GCs counts
+	// the garbage collections.
+	Allocated, GCs uint64
 }
 
 const workerEnv = "STURDY_BENCH_WORKER"
@@ -113,10 +118,14 @@ func runWorker(spec string) int {
 		fmt.Fprintln(os.Stderr, "worker:", err)
 		return 2
 	}
+	before := readMetrics()
 	stopHeap, peak := sampleHeap()
 	res := j.run()
 	stopHeap()
+	after := readMetrics()
 	res.PeakHeap = *peak
+	res.Allocated = after[0].Value.Uint64() - before[0].Value.Uint64()
+	res.GCs = after[1].Value.Uint64() - before[1].Value.Uint64()
 	res.PeakRSS = peakRSS()
 	out, _ := json.Marshal(res)
 	fmt.Println(string(out))
@@ -139,6 +148,13 @@ func peakRSS() int64 {
 		}
 	}
 	return 0
+}
+
+// readMetrics reads the heap bytes allocated and the GC cycles so far.
+func readMetrics() []metrics.Sample {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(s)
+	return s
 }
 
 // sampleHeap records the peak of live heap objects every 10 ms.
