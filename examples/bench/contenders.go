@@ -106,6 +106,8 @@ type result struct {
 	// flat, buffers allocated per range grow with the blob. GCs counts
 	// the garbage collections.
 	Allocated, GCs uint64
+	// Dials counts the connections the client opened during the copy.
+	Dials int64
 }
 
 const workerEnv = "STURDY_BENCH_WORKER"
@@ -189,8 +191,8 @@ func (j job) run() result {
 
 	// Every contender's client is what it would be without the counting,
 	// over a transport that is http.DefaultTransport with a counting dialer.
-	var wrote atomic.Int64
-	base := countingTransport(&wrote)
+	var wrote, dials atomic.Int64
+	base := countingTransport(&wrote, &dials)
 	var client remote.Client
 	switch j.Contender {
 	case cOras, cRetry6:
@@ -258,6 +260,7 @@ func (j job) run() result {
 	}
 	res.Seconds = time.Since(start).Seconds()
 	res.ClientWrote = wrote.Load() // the copy alone, not the check below
+	res.Dials = dials.Load()
 	if tracker != nil {
 		s := tracker.Summary()
 		res.Retries, res.Resumes, res.BackoffS = s.Retries, s.Resumes, s.Backoff.Seconds()
@@ -282,8 +285,9 @@ func (j job) run() result {
 }
 
 // countingTransport returns a clone of http.DefaultTransport whose
-// connections add every byte written into them to n.
-func countingTransport(n *atomic.Int64) *http.Transport {
+// connections add every byte written into them to n, and that counts the
+// connections it opens in dials.
+func countingTransport(n, dials *atomic.Int64) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	dial := t.DialContext
 	if dial == nil {
@@ -294,6 +298,7 @@ func countingTransport(n *atomic.Int64) *http.Transport {
 		if err != nil {
 			return nil, err
 		}
+		dials.Add(1)
 		return &countingConn{Conn: c, n: n}, nil
 	}
 	return t

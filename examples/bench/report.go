@@ -61,6 +61,7 @@ type cell struct {
 	// bytes the registry sent per byte of payload.
 	blobGets, blobCuts int64
 	blobBody           float64
+	dials              int64 // median: connections the client opened
 	// Uploads under cuts (medians): see run.cuts.
 	patches, patchCuts, putCuts int64
 	wrote, kept, late           int64 // client wrote; registry kept; of it, after the client's reset
@@ -83,7 +84,7 @@ func (r *report) cell(scen, dir, contender string) *cell {
 		return nil
 	}
 	var secs, wire, body, reqs []float64
-	var blobGets, blobCuts, blobBody []float64
+	var blobGets, blobCuts, blobBody, dials []float64
 	var patches, patchCuts, putCuts, wrote, kept, late []float64
 	for _, x := range c.runs {
 		u := x.uploads()
@@ -102,6 +103,7 @@ func (r *report) cell(scen, dir, contender string) *cell {
 		bg := x.blobGet()
 		blobGets, blobCuts = append(blobGets, float64(bg.Requests)), append(blobCuts, float64(bg.Cuts))
 		blobBody = append(blobBody, float64(bg.ResponseBodyBytes)/float64(x.payload))
+		dials = append(dials, float64(x.res.Dials))
 		c.maxRSS = max(c.maxRSS, x.res.PeakRSS)
 		c.peakHeap = max(c.peakHeap, x.res.PeakHeap)
 		c.alloc, c.gcs = max(c.alloc, x.res.Allocated), max(c.gcs, x.res.GCs)
@@ -113,6 +115,7 @@ func (r *report) cell(scen, dir, contender string) *cell {
 	c.patches, c.patchCuts, c.putCuts = int64(median(patches)), int64(median(patchCuts)), int64(median(putCuts))
 	c.wrote, c.kept, c.late = int64(median(wrote)), int64(median(kept)), int64(median(late))
 	c.blobGets, c.blobCuts, c.blobBody = int64(median(blobGets)), int64(median(blobCuts)), median(blobBody)
+	c.dials = int64(median(dials))
 	return c
 }
 
@@ -262,7 +265,7 @@ func (r *report) render() {
 	p("**PATCH per cut**: upload PATCH requests / PATCH requests a cut reset; a push that resumes without re-sending needs one PATCH per cut plus the final one. ")
 	p("oras-go pushes a blob in one PUT (POST, then PUT with the body), so its cuts land on PUTs and it sends no PATCH.\n")
 	p("- The ranged-pull tables: **throughput** is payload / time (medians); **vs oras** and **vs 1conn** are the row's throughput over plain oras-go's ")
-	p("and over `sturdy-1conn`'s (their time / the row's in the same repetition, median). **blob GETs** and **cut** count blob GET requests and those a reset cut; ")
+	p("and over `sturdy-1conn`'s (their time / the row's in the same repetition, median). **blob GETs** and **cut** count blob GET requests and those a reset cut, **connections** the TCP connections the client opened (median); ")
 	p("**blob GET body/payload** is what the registry sent as blob GET response bodies (`Stats().Kinds[BlobGet].ResponseBodyBytes`) per byte of payload: ")
 	p("a byte fetched twice shows above 1.000. **allocated** is every heap byte the worker allocated during the copy (`/gc/heap/allocs:bytes`).\n")
 	p("- Before every run the faults are cleared and injected again and the counters reset; contenders run in turn, ")
@@ -364,8 +367,8 @@ func (r *report) renderRanged(p func(string, ...any), sc *scenario) {
 		return
 	}
 	p("Ranged pull: throughput, blob GETs and memory (see **How it is measured**).\n\n")
-	p("| dir | contender | ok | time | throughput | vs oras | vs 1conn | blob GETs | cut | blob GET body/payload | peak heap | peak RSS |\n")
-	p("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	p("| dir | contender | ok | time | throughput | vs oras | vs 1conn | blob GETs | cut | connections | blob GET body/payload | peak heap | peak RSS |\n")
+	p("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, c := range rangedContenders {
 		cl := r.cell(sc.name, "pull", c)
 		if cl == nil {
@@ -377,8 +380,8 @@ func (r *report) renderRanged(p func(string, ...any), sc *scenario) {
 		if cl.okCount > 0 && cl.seconds > 0 {
 			tp = fmtBytes(int64(float64(sc.art.payload)/cl.seconds)) + "/s"
 		}
-		p("| pull | %s | %s | %.2f s | %s | %s | %s | %d | %d | %.3f | %s | %s |\n", c, cl.okText(), cl.seconds, tp, ratioText(vsOras), ratioText(vs1),
-			cl.blobGets, cl.blobCuts, cl.blobBody, fmtBytes(int64(cl.peakHeap)), fmtBytes(cl.maxRSS))
+		p("| pull | %s | %s | %.2f s | %s | %s | %s | %d | %d | %d | %.3f | %s | %s |\n", c, cl.okText(), cl.seconds, tp, ratioText(vsOras), ratioText(vs1),
+			cl.blobGets, cl.blobCuts, cl.dials, cl.blobBody, fmtBytes(int64(cl.peakHeap)), fmtBytes(cl.maxRSS))
 	}
 	p("\n")
 }

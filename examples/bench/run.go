@@ -387,8 +387,8 @@ func (r *run) logLine() string {
 	if !r.ok() {
 		status = "FAILED (" + shortErr(r.errText()) + ")"
 	}
-	return fmt.Sprintf("%s in %.2fs, wire %.3fx payload, %d requests, peak RSS %s", status, r.res.Seconds,
-		float64(r.wire())/float64(r.payload), r.requests(), fmtBytes(r.res.PeakRSS))
+	return fmt.Sprintf("%s in %.2fs, wire %.3fx payload, %d requests over %d connections, peak RSS %s", status, r.res.Seconds,
+		float64(r.wire())/float64(r.payload), r.requests(), r.res.Dials, fmtBytes(r.res.PeakRSS))
 }
 
 func (r *run) errText() string {
