@@ -18,9 +18,9 @@ func TestMain(m *testing.M) {
 }
 
 // TestQuick runs every scenario with every contender at -quick sizes (8 MiB
-// blobs, resets every 1 MiB, 50 small blobs) and checks only that the run
-// completes, renders, and that sturdy succeeds everywhere. No timing is
-// asserted.
+// blobs, 16 and 24 MiB for the capped ranged pulls, resets every 1 MiB, 50
+// small blobs) and checks only that the run completes, renders, and that
+// sturdy (and sturdy-1conn) succeeds everywhere. No timing is asserted.
 func TestQuick(t *testing.T) {
 	cfg := quickConfig()
 	cfg.Reps = 2 // enough to exercise interleaving and medians
@@ -35,8 +35,8 @@ func TestQuick(t *testing.T) {
 	seen := map[string]bool{}
 	for _, r := range rep.runs {
 		seen[r.scenario+"/"+r.direction+"/"+r.contender] = true
-		if r.contender == cSturdy && !r.ok() {
-			t.Errorf("sturdy failed: %s %s: %s", r.scenario, r.direction, r.errText())
+		if (r.contender == cSturdy || r.contender == cSturdy1) && !r.ok() {
+			t.Errorf("%s failed: %s %s: %s", r.contender, r.scenario, r.direction, r.errText())
 		}
 		if u := r.uploads(); r.direction == "push" && r.procErr == "" && r.res.ClientWrote < u.kept {
 			// The registry cannot keep more than the client wrote.
@@ -50,7 +50,7 @@ func TestQuick(t *testing.T) {
 	}
 	for _, sc := range rep.scenarios {
 		for _, dir := range sc.directions {
-			for _, c := range sc.contenders {
+			for _, c := range sc.contendersFor(dir) {
 				if !seen[sc.name+"/"+dir+"/"+c] {
 					t.Errorf("no run of %s %s %s", sc.name, dir, c)
 				}
@@ -60,7 +60,8 @@ func TestQuick(t *testing.T) {
 	if len(rep.scenarios) != len(allScenarios) {
 		t.Errorf("ran %d scenarios, want %d", len(rep.scenarios), len(allScenarios))
 	}
-	for _, want := range []string{"# sturdy benchmark", "## Targets", "time vs sturdy", "wire/payload", "peak RSS", "PATCH per cut", "client wrote"} {
+	for _, want := range []string{"# sturdy benchmark", "## Targets", "time vs sturdy", "wire/payload", "peak RSS", "PATCH per cut", "client wrote",
+		"vs 1conn", "blob GET body/payload", "Peak memory of the ranged pull"} {
 		if !strings.Contains(rep.markdown, want) {
 			t.Errorf("report lacks %q", want)
 		}

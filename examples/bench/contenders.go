@@ -46,15 +46,24 @@ const (
 	// A per-blob loop of 6 attempts around oras-go's Fetch and Push, each
 	// attempt from byte 0 (how modctl retries today).
 	cRetry6 = "retry6"
-	// transfer.Copy.
+	// transfer.Copy. Its pull settings are left at zero (8 connections
+	// per blob in 8 MiB ranges, 16 per Copy).
 	cSturdy = "sturdy"
+	// transfer.Copy with PullConnections: 1: every blob over one stream,
+	// as before parallel ranged pulls. Pushes are the same as sturdy's, so
+	// it only pulls.
+	cSturdy1 = "sturdy-1conn"
 )
 
+// pullOnly reports whether a contender only runs pulls.
+func pullOnly(contender string) bool { return contender == cSturdy1 }
+
 var contenderLabels = map[string]string{
-	cOras:   "oras-go `oras.Copy`, plain `auth.Client`",
-	cOrasDC: "oras-go `oras.Copy`, `auth.DefaultClient` (retry transport)",
-	cRetry6: "oras-go, 6 attempts per blob, restart from 0",
-	cSturdy: "sturdy `transfer.Copy`",
+	cOras:    "oras-go `oras.Copy`, plain `auth.Client`",
+	cOrasDC:  "oras-go `oras.Copy`, `auth.DefaultClient` (retry transport)",
+	cRetry6:  "oras-go, 6 attempts per blob, restart from 0",
+	cSturdy:  "sturdy `transfer.Copy`, zero pull settings (a blob of two ranges or more over 8 ranged connections)",
+	cSturdy1: "sturdy `transfer.Copy` with `PullConnections: 1` (one stream per blob; pulls only)",
 }
 
 // job is what the parent asks a worker process to do.
@@ -92,6 +101,13 @@ type result struct {
 	// accepted them: bytes still in socket buffers when a reset came, which
 	// never reached the registry, are in it. See countingTransport.
 	ClientWrote int64
+	// Allocated is every heap byte allocated during the run (cumulative,
+	// /gc/heap/allocs:bytes): buffers allocated once and reused stay
+	// flat, buffers allocated per range grow with the blob. GCs counts
+	// the garbage collections.
+	Allocated, GCs uint64
+	// Dials counts the connections the client opened during the copy.
+	Dials int64
 }
 
 const workerEnv = "STURDY_BENCH_WORKER"
@@ -104,10 +120,14 @@ func runWorker(spec string) int {
 		fmt.Fprintln(os.Stderr, "worker:", err)
 		return 2
 	}
+	before := readMetrics()
 	stopHeap, peak := sampleHeap()
 	res := j.run()
 	stopHeap()
+	after := readMetrics()
 	res.PeakHeap = *peak
+	res.Allocated = after[0].Value.Uint64() - before[0].Value.Uint64()
+	res.GCs = after[1].Value.Uint64() - before[1].Value.Uint64()
 	res.PeakRSS = peakRSS()
 	out, _ := json.Marshal(res)
 	fmt.Println(string(out))
@@ -130,6 +150,13 @@ func peakRSS() int64 {
 		}
 	}
 	return 0
+}
+
+// readMetrics reads the heap bytes allocated and the GC cycles so far.
+func readMetrics() []metrics.Sample {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(s)
+	return s
 }
 
 // sampleHeap records the peak of live heap objects every 10 ms.
@@ -164,8 +191,8 @@ func (j job) run() result {
 
 	// Every contender's client is what it would be without the counting,
 	// over a transport that is http.DefaultTransport with a counting dialer.
-	var wrote atomic.Int64
-	base := countingTransport(&wrote)
+	var wrote, dials atomic.Int64
+	base := countingTransport(&wrote, &dials)
 	var client remote.Client
 	switch j.Contender {
 	case cOras, cRetry6:
@@ -179,7 +206,7 @@ func (j job) run() result {
 			Header: http.Header{"User-Agent": {"oras-go"}},
 			Cache:  auth.DefaultCache,
 		}
-	case cSturdy:
+	case cSturdy, cSturdy1:
 		client = transfer.NewClient(&http.Client{Transport: base}, nil) // the same as cOras's
 	default:
 		return result{Err: "unknown contender " + j.Contender}
@@ -218,17 +245,22 @@ func (j job) run() result {
 		root, err = oras.Copy(ctx, src, j.Tag, dst, j.Tag, opts)
 	case cRetry6:
 		root, res.Attempts, res.MaxBlobAttempts, err = copyRestarting(ctx, src, dst, j.Tag, j)
-	case cSturdy:
+	case cSturdy, cSturdy1:
 		tracker = progress.NewTracker()
-		root, err = transfer.Copy(ctx, src, j.Tag, dst, j.Tag, transfer.Options{
+		opts := transfer.Options{
 			Retry:        retrypolicy.Config{InitialBackoff: j.Backoff, MaxBackoff: j.MaxBackoff},
 			Concurrency:  j.Concurrency,
 			StallTimeout: j.Stall,
 			Observer:     tracker,
-		})
+		}
+		if j.Contender == cSturdy1 {
+			opts.PullConnections = 1
+		}
+		root, err = transfer.Copy(ctx, src, j.Tag, dst, j.Tag, opts)
 	}
 	res.Seconds = time.Since(start).Seconds()
 	res.ClientWrote = wrote.Load() // the copy alone, not the check below
+	res.Dials = dials.Load()
 	if tracker != nil {
 		s := tracker.Summary()
 		res.Retries, res.Resumes, res.BackoffS = s.Retries, s.Resumes, s.Backoff.Seconds()
@@ -253,8 +285,9 @@ func (j job) run() result {
 }
 
 // countingTransport returns a clone of http.DefaultTransport whose
-// connections add every byte written into them to n.
-func countingTransport(n *atomic.Int64) *http.Transport {
+// connections add every byte written into them to n, and that counts the
+// connections it opens in dials.
+func countingTransport(n, dials *atomic.Int64) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	dial := t.DialContext
 	if dial == nil {
@@ -265,6 +298,7 @@ func countingTransport(n *atomic.Int64) *http.Transport {
 		if err != nil {
 			return nil, err
 		}
+		dials.Add(1)
 		return &countingConn{Conn: c, n: n}, nil
 	}
 	return t

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,9 +19,10 @@ import (
 	"oras.land/oras-go/v2"
 
 	"github.com/sturdyoci/sturdy/examples/registrytest"
+	"github.com/sturdyoci/sturdy/transfer"
 )
 
-var allScenarios = []string{"clean", "resets", "503", "stall", "bandwidth", "small", "memory"}
+var allScenarios = []string{"clean", "resets", "503", "stall", "bandwidth", "small", "memory", "capped-parallel", "capped-parallel-mid", "capped-resets"}
 
 // scenario is one row group of the report: an artifact, the directions it
 // is moved in, and the faults on the wire.
@@ -32,9 +34,21 @@ type scenario struct {
 	directions []string
 	reps       int
 	deadline   time.Duration
-	contenders []string
+	contenders []string // see contendersFor
 	// inject sets the faults of a run; nil means a clean link.
 	inject func(reg *registrytest.Registry, direction string)
+}
+
+// contendersFor is the scenario's contenders that run in direction dir:
+// a pull-only contender sits out pushes.
+func (sc *scenario) contendersFor(dir string) []string {
+	var out []string
+	for _, c := range sc.contenders {
+		if dir == "pull" || !pullOnly(c) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // world is what the scenarios share: the registry, the artifacts on disk
@@ -105,7 +119,7 @@ func runBench(ctx context.Context, cfg config) (*report, error) {
 		for r := 0; r < sc.reps; r++ {
 			for _, dir := range sc.directions {
 				// Interleaved: each repetition starts with another contender.
-				order := rotate(sc.contenders, r)
+				order := rotate(sc.contendersFor(dir), r)
 				for _, c := range order {
 					if err := ctx.Err(); err != nil {
 						return nil, err
@@ -134,7 +148,7 @@ func (w *world) scenarios(ctx context.Context) ([]*scenario, error) {
 	cfg := w.cfg
 	want := func(name string) bool { return slices.Contains(cfg.Scenarios, name) }
 	needSingle := want("clean") || want("resets") || want("503") || want("stall") || want("memory")
-	var single, mid, small *artifact
+	var single, mid, small, capped, cappedMid *artifact
 	var err error
 	if needSingle {
 		if single, err = w.artifact(ctx, "single", 1, []int64{cfg.Size}); err != nil {
@@ -143,6 +157,16 @@ func (w *world) scenarios(ctx context.Context) ([]*scenario, error) {
 	}
 	if want("memory") || want("bandwidth") {
 		if mid, err = w.artifact(ctx, "mid", 2, []int64{cfg.MemSize}); err != nil {
+			return nil, err
+		}
+	}
+	if want("capped-parallel") || want("capped-resets") {
+		if capped, err = w.artifact(ctx, "capped", 4, []int64{cfg.CappedSize}); err != nil {
+			return nil, err
+		}
+	}
+	if want("capped-parallel-mid") {
+		if cappedMid, err = w.artifact(ctx, "capmid", 5, []int64{cfg.CappedMidSize}); err != nil {
 			return nil, err
 		}
 	}
@@ -156,14 +180,33 @@ func (w *world) scenarios(ctx context.Context) ([]*scenario, error) {
 		}
 	}
 	both := []string{"pull", "push"}
+	// only is the chosen contenders among names, in the order chosen.
+	only := func(names ...string) []string {
+		var out []string
+		for _, c := range cfg.Contenders {
+			if slices.Contains(names, c) {
+				out = append(out, c)
+			}
+		}
+		return out
+	}
+	// sturdy-1conn is there for the parallel pull: the clean link and the
+	// capped scenarios.
+	all := only(cOras, cOrasDC, cRetry6, cSturdy)
+	capBW := cfg.CappedBandwidth
+	// One connection at the cap takes size/capBW; a deadline well past it.
+	cappedDeadline := func(size int64) time.Duration {
+		return max(cfg.Deadline, 3*time.Duration(float64(size)/float64(capBW)*float64(time.Second)))
+	}
 	var out []*scenario
 	for _, name := range cfg.Scenarios {
-		sc := &scenario{name: name, art: single, directions: both, reps: 1, deadline: cfg.Deadline, contenders: cfg.Contenders}
+		sc := &scenario{name: name, art: single, directions: both, reps: 1, deadline: cfg.Deadline, contenders: all}
 		switch name {
 		case "clean":
 			sc.title = "Clean link"
 			sc.fault = "no faults"
 			sc.reps = cfg.Reps
+			sc.contenders = cfg.Contenders
 		case "resets":
 			period := cfg.ResetPeriod
 			layer := single.layers[0].Digest
@@ -223,11 +266,35 @@ func (w *world) scenarios(ctx context.Context) ([]*scenario, error) {
 			sc.art = mid
 			sc.title = "Memory as the blob grows"
 			sc.fault = fmt.Sprintf("no faults; a %s blob, compared with the %s blob of the clean-link scenario", fmtBytes(cfg.MemSize), fmtBytes(cfg.Size))
-			sc.contenders = nil
-			for _, c := range cfg.Contenders {
-				if c == cOras || c == cSturdy {
-					sc.contenders = append(sc.contenders, c)
-				}
+			sc.contenders = only(cOras, cSturdy)
+		case "capped-parallel", "capped-parallel-mid":
+			sc.art = capped
+			if name == "capped-parallel-mid" {
+				sc.art = cappedMid
+			}
+			sc.title = fmt.Sprintf("Parallel pull of a %s blob, %s/s per connection", fmtBytes(sc.art.layers[0].Size), fmtBytes(capBW))
+			sc.fault = fmt.Sprintf("every connection's download capped at %s/s (`SetBandwidth`), as by a registry or CDN that limits each connection: "+
+				"one stream cannot go faster, %d ranged connections can move up to %d times as much", fmtBytes(capBW), transfer.DefaultPullConnections, transfer.DefaultPullConnections)
+			sc.directions = []string{"pull"}
+			sc.deadline = cappedDeadline(sc.art.payload)
+			sc.contenders = only(cOras, cSturdy, cSturdy1)
+			sc.inject = func(reg *registrytest.Registry, _ string) { reg.SetBandwidth(capBW, 0) }
+		case "capped-resets":
+			period := cmp.Or(cfg.CappedResetPeriod, cfg.ResetPeriod)
+			sc.art = capped
+			sc.title = fmt.Sprintf("Parallel pull of a %s blob, %s/s per connection, resets every %s", fmtBytes(sc.art.layers[0].Size), fmtBytes(capBW), fmtBytes(period))
+			sc.fault = fmt.Sprintf("every connection's download capped at %s/s, and a TCP RST at every multiple of %s in blob coordinates (`ResetEvery`) on every blob GET, "+
+				"so on every ranged connection: a range that spans a multiple is cut there and resumed from its last byte, a range that ends on one is reset once its last byte has left", fmtBytes(capBW), fmtBytes(period))
+			if rs := transfer.DefaultPullRangeSize; period%rs == 0 {
+				sc.fault += fmt.Sprintf(". With %s ranges every multiple of %s is the end of a range, so no range is cut in its body: "+
+					"only the connections are lost, and one stream over the whole blob would meet %d cuts. `-capped-reset` sets another period", fmtBytes(rs), fmtBytes(period), (sc.art.payload-1)/period)
+			}
+			sc.directions = []string{"pull"}
+			sc.deadline = cappedDeadline(sc.art.payload)
+			sc.contenders = only(cOras, cSturdy)
+			sc.inject = func(reg *registrytest.Registry, _ string) {
+				reg.SetBandwidth(capBW, 0)
+				reg.Inject(registrytest.Rule{Kind: registrytest.BlobGet, Action: registrytest.ResetEvery(period)})
 			}
 		}
 		out = append(out, sc)
@@ -320,8 +387,8 @@ func (r *run) logLine() string {
 	if !r.ok() {
 		status = "FAILED (" + shortErr(r.errText()) + ")"
 	}
-	return fmt.Sprintf("%s in %.2fs, wire %.3fx payload, %d requests, peak RSS %s", status, r.res.Seconds,
-		float64(r.wire())/float64(r.payload), r.requests(), fmtBytes(r.res.PeakRSS))
+	return fmt.Sprintf("%s in %.2fs, wire %.3fx payload, %d requests over %d connections, peak RSS %s", status, r.res.Seconds,
+		float64(r.wire())/float64(r.payload), r.requests(), r.res.Dials, fmtBytes(r.res.PeakRSS))
 }
 
 func (r *run) errText() string {
