@@ -28,7 +28,11 @@ type pullConfig struct {
 	// those fetched ahead of what the destinations read).
 	tokens  *semaphore.Weighted
 	buffers *semaphore.Weighted
-	pool    sync.Pool // []byte of rangeSize
+	// free keeps range buffers for reuse, as many as the budget: the
+	// copy's memory is what it needed at its peak, not what the garbage
+	// collector has yet to find (a sync.Pool loses buffers to other
+	// cores and to every GC, and a fast copy allocates anew).
+	free chan []byte
 }
 
 // newPullConfig returns nil when blobs are fetched over one connection.
@@ -55,6 +59,7 @@ func newPullConfig(opts Options) *pullConfig {
 		rangeSize: size,
 		tokens:    semaphore.NewWeighted(int64(total)),
 		buffers:   semaphore.NewWeighted(int64(2 * total)),
+		free:      make(chan []byte, 2*total),
 	}
 }
 
@@ -62,15 +67,21 @@ func newPullConfig(opts Options) *pullConfig {
 func (c *pullConfig) worth(n int64) bool { return c != nil && n >= 2*c.rangeSize }
 
 func (c *pullConfig) getBuf(n int64) []byte {
-	if b, ok := c.pool.Get().(*[]byte); ok && int64(cap(*b)) >= n {
-		return (*b)[:n]
+	select {
+	case b := <-c.free:
+		return b[:n]
+	default:
+		return make([]byte, n, c.rangeSize)
 	}
-	return make([]byte, n, max(n, c.rangeSize))
 }
 
 func (c *pullConfig) putBuf(b []byte) {
-	if int64(cap(b)) == c.rangeSize {
-		c.pool.Put(&b)
+	if int64(cap(b)) != c.rangeSize {
+		return
+	}
+	select {
+	case c.free <- b:
+	default:
 	}
 }
 

@@ -81,8 +81,11 @@ type config struct {
 
 func defaultConfig() config {
 	return config{
-		Size:          512 * mib,
-		ResetPeriod:   32 * mib,
+		Size: 512 * mib,
+		// Not a multiple of the 8 MiB ranges of a ranged pull: a reset
+		// in blob coordinates at every 32 MiB would only ever land on a
+		// range's last byte, and a ranged pull would never resume.
+		ResetPeriod:   30 * mib,
 		Bursts:        3,
 		RetryAfter:    time.Second,
 		Bandwidth:     64 * mib,
@@ -146,7 +149,7 @@ func cli(args []string) int {
 	def := defaultConfig()
 	quick := fs.Bool("quick", false, "small sizes and short waits, for a CI smoke run")
 	size := fs.String("size", "", "size of the single blob (default 512MiB, -quick 8MiB)")
-	reset := fs.String("reset", "", "reset period in blob coordinates (default 32MiB, -quick 1MiB)")
+	reset := fs.String("reset", "", "reset period in blob coordinates (default 30MiB, -quick 1MiB)")
 	bw := fs.String("bandwidth", "", "per-connection bandwidth cap of the bandwidth scenario (default 64MiB)")
 	cappedSize := fs.String("capped-size", "", "blob of the capped-parallel and capped-resets scenarios (default 1GiB, -quick 24MiB)")
 	cappedMid := fs.String("capped-mid-size", "", "blob of the capped-parallel-mid scenario (default 256MiB, -quick 16MiB)")
