@@ -544,5 +544,3 @@ func (b *parallelBody) Close() error {
 	return nil
 }
 
-// selfWatched marks a body that watches and counts its own connections.
-func (b *parallelBody) selfWatched() {}
