@@ -543,4 +543,3 @@ func (b *parallelBody) Close() error {
 	b.mu.Unlock()
 	return nil
 }
-
