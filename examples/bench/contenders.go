@@ -53,17 +53,21 @@ const (
 	// as before parallel ranged pulls. Pushes are the same as sturdy's, so
 	// it only pulls.
 	cSturdy1 = "sturdy-1conn"
+	// transfer.Copy with a StateDir shared by the runs of a scenario: a
+	// run killed and run again continues. Only in the killed scenario.
+	cSturdyState = "sturdy-state"
 )
 
 // pullOnly reports whether a contender only runs pulls.
 func pullOnly(contender string) bool { return contender == cSturdy1 }
 
 var contenderLabels = map[string]string{
-	cOras:    "oras-go `oras.Copy`, plain `auth.Client`",
-	cOrasDC:  "oras-go `oras.Copy`, `auth.DefaultClient` (retry transport)",
-	cRetry6:  "oras-go, 6 attempts per blob, restart from 0",
-	cSturdy:  "sturdy `transfer.Copy`, zero pull settings (a blob of two ranges or more over 8 ranged connections)",
-	cSturdy1: "sturdy `transfer.Copy` with `PullConnections: 1` (one stream per blob; pulls only)",
+	cOras:        "oras-go `oras.Copy`, plain `auth.Client`",
+	cOrasDC:      "oras-go `oras.Copy`, `auth.DefaultClient` (retry transport)",
+	cRetry6:      "oras-go, 6 attempts per blob, restart from 0",
+	cSturdy:      "sturdy `transfer.Copy`, zero pull settings (a blob of two ranges or more over 8 ranged connections)",
+	cSturdy1:     "sturdy `transfer.Copy` with `PullConnections: 1` (one stream per blob; pulls only)",
+	cSturdyState: "sturdy `transfer.Copy` with a `StateDir` that the killed run and its re-run share (the killed scenario only)",
 }
 
 // job is what the parent asks a worker process to do.
@@ -80,6 +84,12 @@ type job struct {
 	Stall       time.Duration // sturdy's StallTimeout
 	Concurrency int           // blobs at once, every contender
 	CPUProfile  string        // write a CPU profile of the copy here, if set
+	// Mirror, if set, is a repository ("host/repo", plain HTTP) that
+	// sturdy's contenders read content by digest from first
+	// (transfer.Options.Mirrors, named "cache").
+	Mirror string
+	// StateDir is sturdy-state's transfer.Options.StateDir.
+	StateDir string
 }
 
 // result is what a worker reports on stdout, as one JSON line.
@@ -108,9 +118,16 @@ type result struct {
 	Allocated, GCs uint64
 	// Dials counts the connections the client opened during the copy.
 	Dials int64
+	// Sources is sturdy's Summary.Sources (bytes each source served) and
+	// Reused its Summary.Reused (bytes a StateDir kept from a killed run).
+	Sources map[string]int64 `json:",omitempty"`
+	Reused  int64
 }
 
 const workerEnv = "STURDY_BENCH_WORKER"
+
+// mirrorName names the pull-through cache among sturdy's sources.
+const mirrorName = "cache"
 
 // runWorker runs the job in the environment and prints its result. It is
 // the whole life of a worker process.
@@ -206,7 +223,7 @@ func (j job) run() result {
 			Header: http.Header{"User-Agent": {"oras-go"}},
 			Cache:  auth.DefaultCache,
 		}
-	case cSturdy, cSturdy1:
+	case cSturdy, cSturdy1, cSturdyState:
 		client = transfer.NewClient(&http.Client{Transport: base}, nil) // the same as cOras's
 	default:
 		return result{Err: "unknown contender " + j.Contender}
@@ -245,7 +262,7 @@ func (j job) run() result {
 		root, err = oras.Copy(ctx, src, j.Tag, dst, j.Tag, opts)
 	case cRetry6:
 		root, res.Attempts, res.MaxBlobAttempts, err = copyRestarting(ctx, src, dst, j.Tag, j)
-	case cSturdy, cSturdy1:
+	case cSturdy, cSturdy1, cSturdyState:
 		tracker = progress.NewTracker()
 		opts := transfer.Options{
 			Retry:        retrypolicy.Config{InitialBackoff: j.Backoff, MaxBackoff: j.MaxBackoff},
@@ -256,6 +273,18 @@ func (j job) run() result {
 		if j.Contender == cSturdy1 {
 			opts.PullConnections = 1
 		}
+		if j.Contender == cSturdyState {
+			opts.StateDir = j.StateDir
+		}
+		if j.Mirror != "" {
+			m, err := remote.NewRepository(j.Mirror)
+			if err != nil {
+				return result{Err: err.Error()}
+			}
+			m.PlainHTTP = true
+			m.Client = client
+			opts.Mirrors = []transfer.Mirror{{Name: mirrorName, Target: m}}
+		}
 		root, err = transfer.Copy(ctx, src, j.Tag, dst, j.Tag, opts)
 	}
 	res.Seconds = time.Since(start).Seconds()
@@ -265,6 +294,7 @@ func (j job) run() result {
 		s := tracker.Summary()
 		res.Retries, res.Resumes, res.BackoffS = s.Retries, s.Resumes, s.Backoff.Seconds()
 		res.Sturdy = s.String()
+		res.Sources, res.Reused = s.Sources, s.Reused
 	}
 	if err != nil {
 		res.Err = err.Error()

@@ -17,6 +17,13 @@
 //	              is fetched as 8 MiB ranges over 8 connections
 //	sturdy-1conn  transfer.Copy with PullConnections: 1 (one stream per blob); pulls
 //	              only, the one direction where it differs from sturdy
+//	sturdy-state  transfer.Copy with a StateDir shared by a killed run and its
+//	              re-run; the killed scenario only
+//
+// The mirror scenario pulls through distribution's pull-through cache
+// (sturdy with Options.Mirrors) while the origin is capped; the killed
+// scenario SIGKILLs each worker once the registry has sent (or read) half
+// the payload and runs it again.
 //
 // Every contender run is a separate process (this binary re-executed), so
 // its peak RSS (getrusage of the child) is its own; the registry lives in
@@ -77,6 +84,14 @@ type config struct {
 	// CappedResetPeriod is the reset period of capped-resets; 0 means
 	// ResetPeriod.
 	CappedResetPeriod int64
+
+	// MirrorBandwidth caps every connection to the origin in the mirror
+	// scenario, download only; the pull-through cache is not capped.
+	MirrorBandwidth int64
+	// KilledBandwidth caps every connection in the killed scenario, both
+	// directions (0: none), so that a small blob is still in flight when
+	// the kill comes.
+	KilledBandwidth int64
 }
 
 func defaultConfig() config {
@@ -99,7 +114,7 @@ func defaultConfig() config {
 		MaxBackoff:    4 * time.Second,
 		Concurrency:   4,
 		Scenarios:     allScenarios,
-		Contenders:    []string{cOras, cOrasDC, cRetry6, cSturdy, cSturdy1},
+		Contenders:    []string{cOras, cOrasDC, cRetry6, cSturdy, cSturdy1, cSturdyState},
 		Warmup:        true,
 
 		// One connection takes 32 s per GiB: plain oras-go's runs of the
@@ -107,6 +122,9 @@ func defaultConfig() config {
 		CappedSize:      gib,
 		CappedMidSize:   256 * mib,
 		CappedBandwidth: 32 * mib,
+
+		// Plain oras-go from the origin: 32 s for 512 MiB.
+		MirrorBandwidth: 16 * mib,
 	}
 }
 
@@ -126,6 +144,8 @@ func quickConfig() config {
 	c.CappedMidSize = 16 * mib
 	c.CappedBandwidth = 64 * mib
 	c.CappedResetPeriod = 4 * mib
+	c.MirrorBandwidth = 64 * mib
+	c.KilledBandwidth = 32 * mib
 	c.SmallBlobs = 50
 	c.Deadline = time.Minute
 	c.StallDeadline = 2 * time.Second

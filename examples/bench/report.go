@@ -312,6 +312,12 @@ func (r *report) render() {
 		if sc.name == "clean" || strings.HasPrefix(sc.name, "capped-") {
 			r.renderRanged(p, sc)
 		}
+		if sc.mirror {
+			r.renderMirror(p, sc)
+		}
+		if sc.kill {
+			r.renderKilled(p, sc)
+		}
 	}
 
 	if slices.ContainsFunc(r.scenarios, func(s *scenario) bool { return s.name == "memory" }) &&
@@ -546,9 +552,11 @@ func (r *report) judge() []verdict {
 		}
 	}
 	out = append(out, r.judgeRanged()...)
+	out = append(out, r.judgeMirror()...)
+	out = append(out, r.judgeKilled()...)
 	for _, sc := range r.scenarios {
 		for _, dir := range sc.directions {
-			for _, c := range []string{cSturdy, cSturdy1} {
+			for _, c := range []string{cSturdy, cSturdy1, cSturdyState} {
 				if s := r.cell(sc.name, dir, c); s != nil && s.okCount < len(s.runs) {
 					out = append(out, verdict{
 						target: fmt.Sprintf("%s succeeds: %s, %s", c, sc.name, dir),
@@ -811,3 +819,142 @@ func writeReport(path, md string) error {
 }
 
 func openLayout(dir string) (*oci.Store, error) { return oci.New(dir) }
+
+// originBlobBytes is the blob GET body bytes the origin sent in the run;
+// mirrorBlobBytes the cache's.
+func (r *run) originBlobBytes() int64 { return r.blobGet().ResponseBodyBytes }
+
+func (r *run) mirrorBlobBytes() int64 {
+	if r.mirrorStats == nil {
+		return 0
+	}
+	return r.mirrorStats.Kinds[registrytest.BlobGet].ResponseBodyBytes
+}
+
+// renderMirror is the mirror scenario's table: what each source served.
+func (r *report) renderMirror(p func(string, ...any), sc *scenario) {
+	p("Pull through the mirror: **origin blob bytes** is the blob GET response body bytes the origin sent (`Stats().Kinds[BlobGet].ResponseBodyBytes`), ")
+	p("**mirror blob bytes** the cache's; **sturdy's sources** is its Tracker summary's `Sources`. **vs oras** is the throughput over plain oras-go's from the origin.\n\n")
+	p("| dir | contender | ok | time | throughput | vs oras | origin blob bytes | origin/payload | mirror blob bytes | sturdy's sources |\n")
+	p("|---|---|---|--:|--:|--:|--:|--:|--:|---|\n")
+	for _, c := range sc.contenders {
+		cl := r.cell(sc.name, "pull", c)
+		if cl == nil {
+			continue
+		}
+		x := cl.runs[len(cl.runs)-1]
+		vs, _ := r.speedup(sc.name, "pull", c, cOras)
+		tp := "n/a"
+		if cl.okCount > 0 && cl.seconds > 0 {
+			tp = fmtBytes(int64(float64(sc.art.payload)/cl.seconds)) + "/s"
+		}
+		var srcs []string
+		for _, n := range slices.Sorted(maps.Keys(x.res.Sources)) {
+			srcs = append(srcs, n+" "+fmtBytes(x.res.Sources[n]))
+		}
+		p("| pull | %s | %s | %.2f s | %s | %s | %s | %.4f | %s | %s |\n", c, cl.okText(), cl.seconds, tp, ratioText(vs),
+			fmtBytes(x.originBlobBytes()), float64(x.originBlobBytes())/float64(x.payload), fmtBytes(x.mirrorBlobBytes()), strings.Join(srcs, ", "))
+	}
+	p("\n")
+}
+
+// judgeMirror: with the mirror, sturdy is faster than plain oras-go from
+// the capped origin, and the origin serves at most 1% of the blob bytes.
+func (r *report) judgeMirror() []verdict {
+	sc := r.scenario("mirror")
+	s := r.cell("mirror", "pull", cSturdy)
+	if sc == nil || s == nil {
+		return nil
+	}
+	var out []verdict
+	if r.cell("mirror", "pull", cOras) != nil {
+		tp, per := r.speedup("mirror", "pull", cSturdy, cOras)
+		v := verdict{
+			target: fmt.Sprintf("mirror, pull: sturdy with the pull-through cache as a mirror faster than plain oras-go from the origin (capped at %s/s per connection)", fmtBytes(r.cfg.MirrorBandwidth)),
+			met:    tp > 1,
+			detail: fmt.Sprintf("sturdy moved %.2fx oras-go's throughput (per repetition: %s).", tp, ratioList(per)),
+		}
+		if r.cfg.Quick {
+			v.notJudged = "at -quick sizes the capped origin is fast enough that the times are start-up noise"
+		}
+		out = append(out, v)
+	}
+	worst := 0.0
+	for _, x := range s.runs {
+		worst = max(worst, float64(x.originBlobBytes())/float64(x.payload))
+	}
+	x := s.runs[len(s.runs)-1]
+	out = append(out, verdict{
+		target: "mirror, pull: sturdy succeeds and the origin serves at most 1% of the blob bytes",
+		met:    s.okCount == len(s.runs) && worst <= 0.01,
+		detail: fmt.Sprintf("sturdy: %s; the origin sent %s of blob GET bodies (%.4fx the payload, worst run), the cache %s.",
+			s.okText(), fmtBytes(x.originBlobBytes()), worst, fmtBytes(x.mirrorBlobBytes())),
+	})
+	return out
+}
+
+// renderKilled is the killed scenario's table: both runs together.
+func (r *report) renderKilled(p func(string, ...any), sc *scenario) {
+	p("Killed and run again: **killed at** is the payload bytes the registry had sent (pull) or read (push) when the worker got SIGKILL (polled every 2 ms, so a little past half); ")
+	p("**first run** is the killed process's wall time (start-up included), **re-run** the second run's copy time, **total time** their sum. ")
+	p("**total wire/payload** is the wire bytes of both runs in the payload's direction per byte of payload; **reused** is sturdy's `Summary.Reused` in the re-run (bytes the `StateDir` kept).\n\n")
+	p("| dir | contender | ok | killed at | first run | re-run | total time | first run wire/payload | total wire/payload | reused |\n")
+	p("|---|---|---|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, dir := range sc.directions {
+		for _, c := range sc.contendersFor(dir) {
+			cl := r.cell(sc.name, dir, c)
+			if cl == nil {
+				continue
+			}
+			x := cl.runs[len(cl.runs)-1]
+			k := x.kill
+			if k == nil {
+				continue
+			}
+			at := "not killed (ended first)"
+			if k.killed {
+				at = fmt.Sprintf("%s (%.1f%%)", fmtBytes(k.at), 100*float64(k.at)/float64(x.payload))
+			}
+			p("| %s | %s | %s | %s | %.2f s | %.2f s | %.2f s | %.3f | %.3f | %s |\n", dir, c, cl.okText(), at, k.firstSeconds, k.secondSeconds, x.res.Seconds,
+				float64(k.firstWire)/float64(x.payload), float64(x.wire())/float64(x.payload), fmtBytes(x.res.Reused))
+		}
+	}
+	p("\n")
+}
+
+// judgeKilled: with a StateDir, the killed run and its re-run move at
+// most 1.1x the payload between them.
+func (r *report) judgeKilled() []verdict {
+	sc := r.scenario("killed")
+	if sc == nil {
+		return nil
+	}
+	var out []verdict
+	for _, dir := range sc.directions {
+		s := r.cell("killed", dir, cSturdyState)
+		if s == nil {
+			continue
+		}
+		x := s.runs[len(s.runs)-1]
+		var others []string
+		for _, c := range sc.contendersFor(dir) {
+			if o := r.cell("killed", dir, c); o != nil && c != cSturdyState {
+				others = append(others, fmt.Sprintf("`%s` %.3fx in %.2f s", c, o.wire, o.seconds))
+			}
+		}
+		v := verdict{
+			target: fmt.Sprintf("killed at 50%%, %s: sturdy with a StateDir finishes on the re-run with at most 1.1x the payload on the wire over both runs", dir),
+			met:    s.okCount == len(s.runs) && s.wire <= 1.1 && x.kill != nil && x.kill.killed,
+			detail: fmt.Sprintf("sturdy-state: %s, %.3fx on the wire in %.2f s, %s reused; %s.", s.okText(), s.wire, s.seconds, fmtBytes(x.res.Reused), strings.Join(others, ", ")),
+		}
+		if x.kill == nil || !x.kill.killed {
+			v.detail += " The first run ended before the kill."
+		}
+		if dir == "pull" && x.kill != nil && x.kill.at < 8*mib {
+			// A pull records what it kept every 8 MiB or second.
+			v.notJudged = fmt.Sprintf("the kill came after %s, before a pull's first checkpoint of its kept bytes (every 8 MiB or second)", fmtBytes(x.kill.at))
+		}
+		out = append(out, v)
+	}
+	return out
+}

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,7 +23,7 @@ import (
 	"github.com/sturdyoci/sturdy/transfer"
 )
 
-var allScenarios = []string{"clean", "resets", "503", "stall", "bandwidth", "small", "memory", "capped-parallel", "capped-parallel-mid", "capped-resets"}
+var allScenarios = []string{"clean", "resets", "503", "stall", "bandwidth", "small", "memory", "capped-parallel", "capped-parallel-mid", "capped-resets", "mirror", "killed"}
 
 // scenario is one row group of the report: an artifact, the directions it
 // is moved in, and the faults on the wire.
@@ -37,6 +38,12 @@ type scenario struct {
 	contenders []string // see contendersFor
 	// inject sets the faults of a run; nil means a clean link.
 	inject func(reg *registrytest.Registry, direction string)
+	// mirror: sturdy pulls with the pull-through cache as a mirror, and
+	// the cache's counters are read too.
+	mirror bool
+	// kill: every run is killed once half the payload has crossed, then
+	// run again (see runKilled).
+	kill bool
 }
 
 // contendersFor is the scenario's contenders that run in direction dir:
@@ -61,6 +68,9 @@ type world struct {
 	// artifacts by name; srcRepo[name] is where pulls read it from.
 	arts    map[string]*artifact
 	srcRepo map[string]string
+	// cache is distribution's pull-through cache of reg (the mirror
+	// scenario), warmed with the mirror artifact; nil if not needed.
+	cache *registrytest.Registry
 }
 
 func runBench(ctx context.Context, cfg config) (*report, error) {
@@ -98,6 +108,9 @@ func runBench(ctx context.Context, cfg config) (*report, error) {
 
 	began := time.Now()
 	scens, err := w.scenarios(ctx)
+	if w.cache != nil {
+		defer w.cache.Close()
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -148,8 +161,17 @@ func (w *world) scenarios(ctx context.Context) ([]*scenario, error) {
 	cfg := w.cfg
 	want := func(name string) bool { return slices.Contains(cfg.Scenarios, name) }
 	needSingle := want("clean") || want("resets") || want("503") || want("stall") || want("memory")
-	var single, mid, small, capped, cappedMid *artifact
+	var single, mid, small, capped, cappedMid, mirrored *artifact
 	var err error
+	needSingle = needSingle || want("killed")
+	if want("mirror") {
+		if mirrored, err = w.artifact(ctx, "mirror", 6, []int64{cfg.Size}); err != nil {
+			return nil, err
+		}
+		if err := w.warmCache(ctx, mirrored); err != nil {
+			return nil, err
+		}
+	}
 	if needSingle {
 		if single, err = w.artifact(ctx, "single", 1, []int64{cfg.Size}); err != nil {
 			return nil, err
@@ -206,7 +228,7 @@ func (w *world) scenarios(ctx context.Context) ([]*scenario, error) {
 			sc.title = "Clean link"
 			sc.fault = "no faults"
 			sc.reps = cfg.Reps
-			sc.contenders = cfg.Contenders
+			sc.contenders = only(cOras, cOrasDC, cRetry6, cSturdy, cSturdy1)
 		case "resets":
 			period := cfg.ResetPeriod
 			layer := single.layers[0].Digest
@@ -296,6 +318,30 @@ func (w *world) scenarios(ctx context.Context) ([]*scenario, error) {
 				reg.SetBandwidth(capBW, 0)
 				reg.Inject(registrytest.Rule{Kind: registrytest.BlobGet, Action: registrytest.ResetEvery(period)})
 			}
+		case "mirror":
+			bw := cfg.MirrorBandwidth
+			sc.art = mirrored
+			sc.title = fmt.Sprintf("Pull through a mirror, origin capped at %s/s per connection", fmtBytes(bw))
+			sc.fault = fmt.Sprintf("the origin registry's downloads capped at %s/s per connection (`SetBandwidth`); in front of it distribution's pull-through cache "+
+				"(`registrytest.WithPullThrough`, not capped), warmed before the runs (every blob pulled through it once, then a HEAD of each until it says `Accept-Ranges: bytes`: stored). "+
+				"`oras` pulls from the origin; `sturdy` pulls the tag from the origin with `Mirrors: [{Name: %q, Target: <the cache's repository>}]`, so content by digest comes from the cache",
+				fmtBytes(bw), mirrorName)
+			sc.directions = []string{"pull"}
+			sc.deadline = max(cfg.Deadline, 3*time.Duration(float64(sc.art.payload)/float64(bw)*float64(time.Second)))
+			sc.contenders = only(cOras, cSturdy)
+			sc.mirror = true
+			sc.inject = func(reg *registrytest.Registry, _ string) { reg.SetBandwidth(bw, 0) }
+		case "killed":
+			bw := cfg.KilledBandwidth
+			sc.title = "Killed at 50% and run again"
+			sc.fault = "no faults; each worker process is killed (SIGKILL) once the registry has sent (pull: blob GET response bodies) or read (push: upload PATCH/PUT bodies) half the payload, " +
+				"then the same job runs again into the same OCI layout (pull) or repository (push). `sturdy-state` has a `StateDir` that both runs share; `oras` and `sturdy` start over"
+			if bw > 0 {
+				sc.fault += fmt.Sprintf(". Every connection capped at %s/s in each direction, so that the small blob is still in flight at the kill", fmtBytes(bw))
+				sc.inject = func(reg *registrytest.Registry, _ string) { reg.SetBandwidth(bw, bw) }
+			}
+			sc.contenders = only(cOras, cSturdy, cSturdyState)
+			sc.kill = true
 		}
 		out = append(out, sc)
 	}
@@ -340,6 +386,9 @@ type run struct {
 	stats     registrytest.Stats
 	payload   int64
 	procErr   string
+	// mirrorStats is the pull-through cache's counters (mirror scenario).
+	mirrorStats *registrytest.Stats
+	kill        *killInfo // killed scenario
 }
 
 func (r *run) ok() bool { return r.procErr == "" && r.res.OK }
@@ -435,10 +484,17 @@ func (w *world) runOne(ctx context.Context, sc *scenario, dir, contender string,
 			j.CPUProfile, _ = filepath.Abs(filepath.Join(w.cfg.CPUProfiles, fmt.Sprintf("%s-%s-%s-%d.pprof", sc.name, dir, contender, rep+1)))
 		}
 	}
-	spec, err := json.Marshal(j)
-	if err != nil {
-		r.procErr = err.Error()
-		return r
+	if sc.mirror {
+		j.Mirror = w.cache.Host() + "/" + w.srcRepo[sc.art.name]
+	}
+	if contender == cSturdyState {
+		dir, err := os.MkdirTemp(w.tmp, "state-*")
+		if err != nil {
+			r.procErr = err.Error()
+			return r
+		}
+		defer os.RemoveAll(dir)
+		j.StateDir = dir
 	}
 
 	w.reg.ClearFaults()
@@ -446,8 +502,126 @@ func (w *world) runOne(ctx context.Context, sc *scenario, dir, contender string,
 	if sc.inject != nil {
 		sc.inject(w.reg, dir)
 	}
-	w.reg.ResetStats()
+	defer func() {
+		w.reg.ClearFaults() // releases stalled handlers
+		w.reg.SetBandwidth(0, 0)
+	}()
+	if !sc.kill {
+		w.resetStats()
+		r.res, r.procErr, _, _ = w.spawn(ctx, sc, j, 0)
+		r.stats = w.settle(ctx, sc, dir, contender)
+		if w.cache != nil && sc.mirror {
+			s := w.cache.Stats()
+			r.mirrorStats = &s
+		}
+		return r
+	}
 
+	// Killed once half the payload has crossed, then run again.
+	k := &killInfo{}
+	r.kill = k
+	w.resetStats()
+	var first result
+	first, r.procErr, k.killed, k.firstSeconds = w.spawn(ctx, sc, j, r.payload/2)
+	first1 := w.settle(ctx, sc, dir, contender)
+	k.at = payloadBody(first1, dir)
+	k.firstWire = wireOf(first1, dir)
+	if !k.killed {
+		// It finished first: what it reported is the whole story.
+		r.res, r.stats = first, first1
+		if r.procErr == "" && !first.OK {
+			r.procErr = "first run: " + first.Err
+		}
+		return r
+	}
+	r.procErr = ""
+	w.resetStats()
+	r.res, r.procErr, _, _ = w.spawn(ctx, sc, j, 0)
+	second := w.settle(ctx, sc, dir, contender)
+	k.secondSeconds = r.res.Seconds
+	r.res.Seconds += k.firstSeconds
+	r.stats = addStats(first1, second)
+	return r
+}
+
+// killInfo is what a killed scenario's run adds: the first, killed run.
+type killInfo struct {
+	killed bool // false if the first run ended before the kill
+	// at is the payload bytes the registry had sent (pull) or read (push)
+	// when the worker was killed; firstWire its wire bytes then.
+	at, firstWire int64
+	// firstSeconds is the killed run's wall time from the process's start
+	// (start-up included); secondSeconds the re-run's copy time.
+	firstSeconds, secondSeconds float64
+}
+
+func (w *world) resetStats() {
+	w.reg.ResetStats()
+	if w.cache != nil {
+		w.cache.ResetStats()
+	}
+}
+
+// settle waits for every cut handler and returns the registry's counters.
+func (w *world) settle(ctx context.Context, sc *scenario, dir, contender string) registrytest.Stats {
+	// The counters are read once every cut handler has returned, with
+	// every byte the registry keeps from the cut requests.
+	sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
+	defer scancel()
+	if err := w.reg.SettleCuts(sctx); err != nil {
+		w.cfg.Log("%s %s %s: cut handlers not done: %v", sc.name, dir, contender, err)
+	}
+	return w.reg.Stats()
+}
+
+// payloadBody is the body bytes of the payload's blobs the registry sent
+// (pull: blob GET responses) or read (push: upload PATCH and PUT bodies).
+func payloadBody(s registrytest.Stats, dir string) int64 {
+	if dir == "pull" {
+		return s.Kinds[registrytest.BlobGet].ResponseBodyBytes
+	}
+	return s.Kinds[registrytest.UploadPatch].RequestBodyBytes + s.Kinds[registrytest.UploadPut].RequestBodyBytes
+}
+
+func wireOf(s registrytest.Stats, dir string) int64 {
+	if dir == "pull" {
+		return s.WireDown
+	}
+	return s.WireUp
+}
+
+// addStats sums two periods' counters.
+func addStats(a, b registrytest.Stats) registrytest.Stats {
+	out := registrytest.Stats{WireDown: a.WireDown + b.WireDown, WireUp: a.WireUp + b.WireUp, Kinds: map[registrytest.Kind]registrytest.KindStats{}}
+	for _, s := range []registrytest.Stats{a, b} {
+		for k, ks := range s.Kinds {
+			o := out.Kinds[k]
+			o.Requests += ks.Requests
+			o.RequestBodyBytes += ks.RequestBodyBytes
+			o.LateBodyBytes += ks.LateBodyBytes
+			o.ResponseBodyBytes += ks.ResponseBodyBytes
+			o.Cuts += ks.Cuts
+			for st, n := range ks.Statuses {
+				if o.Statuses == nil {
+					o.Statuses = map[int]int64{}
+				}
+				o.Statuses[st] += n
+			}
+			out.Kinds[k] = o
+		}
+	}
+	return out
+}
+
+// spawn runs the job in a worker process and returns its result. With
+// killAt > 0 the worker is sent SIGKILL once the registry's payload body
+// bytes (payloadBody, polled every 2 ms) reach killAt; killed says whether
+// that happened, secs is the process's wall time then.
+func (w *world) spawn(ctx context.Context, sc *scenario, j job, killAt int64) (res result, procErr string, killed bool, secs float64) {
+	spec, err := json.Marshal(j)
+	if err != nil {
+		return res, err.Error(), false, 0
+	}
 	// The worker ends by its own deadline; this one only guards against a
 	// worker that does not.
 	pctx, cancel := context.WithTimeout(ctx, sc.deadline+time.Minute)
@@ -456,27 +630,96 @@ func (w *world) runOne(ctx context.Context, sc *scenario, dir, contender string,
 	cmd.Env = append(os.Environ(), workerEnv+"="+string(spec), "GORACE="+goraceNoExitSleep())
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	runErr := cmd.Run()
-
-	// The counters are read once every cut handler has returned, with
-	// every byte the registry keeps from the cut requests.
-	sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
-	if err := w.reg.SettleCuts(sctx); err != nil {
-		w.cfg.Log("%s %s %s: cut handlers not done: %v", sc.name, dir, contender, err)
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return res, "worker: " + err.Error(), false, 0
 	}
-	scancel()
-	r.stats = w.reg.Stats()
-	w.reg.ClearFaults() // releases stalled handlers
-	w.reg.SetBandwidth(0, 0)
-
-	if line := lastLine(stdout.Bytes()); len(line) > 0 {
-		if err := json.Unmarshal(line, &r.res); err != nil {
-			r.procErr = "bad worker output: " + err.Error()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var runErr error
+	if killAt > 0 {
+		t := time.NewTicker(2 * time.Millisecond)
+	poll:
+		for {
+			select {
+			case runErr = <-done:
+				break poll
+			case <-t.C:
+				if payloadBody(w.reg.Stats(), j.Direction) >= killAt {
+					_ = cmd.Process.Kill()
+					secs = time.Since(start).Seconds()
+					killed = true
+					<-done
+					break poll
+				}
+			}
+		}
+		t.Stop()
+		if killed {
+			return res, "", true, secs
 		}
 	} else {
-		r.procErr = fmt.Sprintf("worker: %v: %s", runErr, strings.TrimSpace(stderr.String()))
+		runErr = <-done
 	}
-	return r
+	secs = time.Since(start).Seconds()
+	if line := lastLine(stdout.Bytes()); len(line) > 0 {
+		if err := json.Unmarshal(line, &res); err != nil {
+			procErr = "bad worker output: " + err.Error()
+		}
+	} else {
+		procErr = fmt.Sprintf("worker: %v: %s", runErr, strings.TrimSpace(stderr.String()))
+	}
+	return res, procErr, false, secs
+}
+
+// warmCache pulls the artifact through the pull-through cache once, with
+// plain oras-go, and waits until the cache has stored every blob: a
+// stored blob's HEAD says Accept-Ranges (see examples/e2e/mirror_test.go).
+func (w *world) warmCache(ctx context.Context, a *artifact) error {
+	start := time.Now()
+	cache, err := registrytest.Start(registrytest.WithPullThrough(w.reg))
+	if err != nil {
+		return fmt.Errorf("start the pull-through cache: %w", err)
+	}
+	w.cache = cache
+	repoName := w.srcRepo[a.name]
+	repo, err := cache.Repository(repoName)
+	if err != nil {
+		return err
+	}
+	dst, err := os.MkdirTemp(w.tmp, "warm-*")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dst)
+	store, err := openLayout(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := oras.Copy(ctx, repo, benchTag, store, benchTag, oras.DefaultCopyOptions); err != nil {
+		return fmt.Errorf("warm the cache: %w", err)
+	}
+	client := cache.Client()
+	for _, d := range a.layers {
+		url := cache.URL() + "/v2/" + repoName + "/blobs/" + d.Digest.String()
+		for stored := false; !stored; {
+			if time.Since(start) > 2*time.Minute {
+				return fmt.Errorf("the cache did not store %s", d.Digest)
+			}
+			req, _ := http.NewRequestWithContext(ctx, http.MethodHead, url, nil)
+			if resp, err := client.Do(req); err == nil {
+				resp.Body.Close()
+				stored = resp.Header.Get("Accept-Ranges") == "bytes"
+			} else if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if !stored {
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}
+	w.cfg.Log("pull-through cache warmed with %s in %s", a.name, time.Since(start).Round(time.Millisecond))
+	return nil
 }
 
 // goraceNoExitSleep keeps the caller's GORACE options and drops the race
