@@ -2,6 +2,7 @@ package transfer
 
 import (
 	"net/http"
+	"sync"
 	"time"
 
 	"oras.land/oras-go/v2/registry/remote"
@@ -57,7 +58,7 @@ func rewire(r *remote.Repository, opts Options) *remote.Repository {
 		client = rc.Client
 	}
 	if !opts.KeepInnerRetries {
-		client = withoutInnerRetries(client)
+		client = withPooledTransport(withoutInnerRetries(client))
 	}
 	return &remote.Repository{
 		Client:               registryClient{client, opts.watchdogConfig().stall},
@@ -78,6 +79,41 @@ func rewire(r *remote.Repository, opts Options) *remote.Repository {
 // its auth client (auth.DefaultClient has one): under sturdy's per-blob
 // loop it would multiply attempts (6 x 6) and clamp Retry-After to 3 s.
 // Clients of other shapes are returned as they are.
+// pooledTransport is http.DefaultTransport with an idle pool as large as
+// the ranged connections a copy opens: the default keeps two idle
+// connections per host, so the other ranges of a parallel pull would
+// close theirs after every range and open new ones (a TLS handshake per
+// range on a real link).
+var pooledTransport = sync.OnceValue(func() http.RoundTripper {
+	t, ok := http.DefaultTransport.(*http.Transport)
+	if !ok {
+		return http.DefaultTransport
+	}
+	t = t.Clone()
+	t.MaxIdleConnsPerHost = max(t.MaxIdleConnsPerHost, 4*DefaultMaxPullConnections)
+	return t
+})
+
+// withPooledTransport gives a client that would use http.DefaultTransport
+// the pooled one; a transport of the caller's own is left alone.
+func withPooledTransport(c remote.Client) remote.Client {
+	ac, ok := c.(*auth.Client)
+	if !ok {
+		return c
+	}
+	hc := http.Client{}
+	if ac.Client != nil {
+		hc = *ac.Client
+	}
+	if hc.Transport != nil && hc.Transport != http.DefaultTransport {
+		return c
+	}
+	hc.Transport = pooledTransport()
+	pooled := *ac
+	pooled.Client = &hc
+	return &pooled
+}
+
 func withoutInnerRetries(c remote.Client) remote.Client {
 	ac, ok := c.(*auth.Client)
 	if !ok || ac.Client == nil {

@@ -1,10 +1,12 @@
 package transfer
 
 import (
+	"net/http"
 	"reflect"
 	"testing"
 
 	"oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/auth"
 )
 
 // rewire copies a *remote.Repository field by field (it holds locks and
@@ -34,5 +36,30 @@ func TestRewireCopiesEveryExportedField(t *testing.T) {
 		if !reflect.DeepEqual(a.Interface(), b.Interface()) {
 			t.Errorf("%s: %v, want %v", name, b, a)
 		}
+	}
+}
+
+// A client that would use http.DefaultTransport gets the pooled clone; a
+// transport of the caller's own, and the caller's client, are left alone.
+func TestPooledTransport(t *testing.T) {
+	for _, c := range []*auth.Client{
+		{},
+		{Client: &http.Client{}},
+		{Client: &http.Client{Transport: http.DefaultTransport}},
+	} {
+		got := withPooledTransport(c).(*auth.Client)
+		if got == c || got.Client.Transport != pooledTransport() {
+			t.Fatalf("client %+v: transport %v", c, got.Client.Transport)
+		}
+		if c.Client != nil && c.Client.Transport == pooledTransport() {
+			t.Fatal("the caller's client was modified")
+		}
+	}
+	own := &auth.Client{Client: &http.Client{Transport: &http.Transport{}}}
+	if withPooledTransport(own) != remote.Client(own) {
+		t.Fatal("a caller's own transport was replaced")
+	}
+	if tr, ok := pooledTransport().(*http.Transport); !ok || tr.MaxIdleConnsPerHost < DefaultMaxPullConnections {
+		t.Fatalf("pooled transport %+v", pooledTransport())
 	}
 }

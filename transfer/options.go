@@ -98,6 +98,13 @@ type Options struct {
 	// across one Copy, CopyGraph or Wrap; 0 means
 	// DefaultMaxPullConnections. Blobs fetched over one connection are
 	// bounded by Concurrency instead.
+	//
+	// A transport keeps few idle connections per host by default
+	// (http.Transport's MaxIdleConnsPerHost: 2), and a parallel pull then
+	// opens a new connection for most ranges. sturdy gives a repository
+	// whose client would use http.DefaultTransport a clone of it with a
+	// larger idle pool; a caller's own *http.Transport should set
+	// MaxIdleConnsPerHost to MaxPullConnections or more.
 	MaxPullConnections int
 	// PullRangeSize is the size of one range; 0 means
 	// DefaultPullRangeSize.

@@ -319,6 +319,10 @@ func (j job) run() result {
 // connections it opens in dials.
 func countingTransport(n, dials *atomic.Int64) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
+	// What sturdy gives a repository on http.DefaultTransport (an idle
+	// pool for its ranged connections); one connection at a time, oras-go
+	// never uses more than the default two.
+	t.MaxIdleConnsPerHost = 64
 	dial := t.DialContext
 	if dial == nil {
 		dial = (&net.Dialer{}).DialContext
