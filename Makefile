@@ -34,7 +34,7 @@ demo:
 	$(GO) -C $(EXAMPLES) run ./demo $(DEMOFLAGS)
 
 ## bench: sturdy vs plain oras-go vs restart-from-zero, side by side; prints
-## the table and writes BENCHMARKS.md. About 6 minutes on 2 cores.
+## the table and writes BENCHMARKS.md. About 9 minutes on 2 cores.
 BENCHFLAGS ?= -out ../BENCHMARKS.md
 bench:
 	$(GO) -C $(EXAMPLES) run ./bench $(BENCHFLAGS)
