@@ -50,7 +50,7 @@ func TestEventErrorsAreRedacted(t *testing.T) {
 	var got []error
 	ev := newBlobEvents(progress.Func(func(e progress.Event) { got = append(got, e.Err) }), ocispec.Descriptor{Digest: digest.FromString("x"), Size: 1})
 	leak := errors.New(`PATCH "http://r/v2/m/blobs/uploads/u?_state=SECRET": reset`)
-	ev.retrying(retrypolicy.RetryInfo{Attempt: 1, Reason: "connection reset", Err: leak, Op: opFetch})
+	ev.retrying(retrypolicy.RetryInfo{Attempt: 1, Reason: "connection reset", Err: leak, Op: opFetch}, progress.Range{})
 	ev.failed("connection reset", leak)
 	for _, err := range got {
 		if strings.Contains(err.Error(), "SECRET") || !errors.Is(err, leak) {

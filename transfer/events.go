@@ -3,6 +3,7 @@ package transfer
 import (
 	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -27,7 +28,10 @@ type blobEvents struct {
 	obs     progress.Observer
 	desc    ocispec.Descriptor
 	attempt int
-	wire    int64 // bytes moved for this blob so far, every attempt counted
+	// wire is the bytes moved for this blob so far, every attempt
+	// counted. Atomic: every connection of a parallel read adds to it on
+	// each read, and needs no lock for that.
+	wire atomic.Int64
 	// source names the source now serving the blob, and sources counts
 	// the bytes each served, when the copy has mirrors.
 	source  string
@@ -51,7 +55,7 @@ func (b *blobEvents) emit(e progress.Event) {
 	if e.Attempt == 0 {
 		e.Attempt = b.attempt
 	}
-	e.Wire = b.wire
+	e.Wire = b.wire.Load()
 	if e.Source == "" {
 		e.Source = b.source
 	}
@@ -69,9 +73,9 @@ func (b *blobEvents) started(offset int64) {
 // moved records n bytes read at the new offset and emits a throttled
 // Progressed event.
 func (b *blobEvents) moved(n, offset int64) {
+	b.wire.Add(n)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.wire += n
 	b.progressLocked(offset)
 }
 
@@ -97,20 +101,9 @@ func (b *blobEvents) progressed(offset int64) {
 // onWire counts n bytes that crossed the wire, not yet progress (a range
 // fetched ahead of the offset).
 func (b *blobEvents) onWire(n int64) {
-	if b == nil {
-		return
+	if b != nil {
+		b.wire.Add(n)
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.wire += n
-}
-
-// rangeRetrying reports a retry of one range of a blob fetched over
-// several connections: it is not an attempt at the blob.
-func (b *blobEvents) rangeRetrying(ri retrypolicy.RetryInfo, r progress.Range) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.emit(progress.Event{Kind: progress.Retrying, Op: ri.Op, Attempt: ri.Attempt, Offset: ri.Offset, Range: r, Reason: ri.Reason, Backoff: ri.Backoff, Err: redacted(ri.Err)})
 }
 
 // rangeResumed reports that one range continues at offset.
@@ -120,14 +113,16 @@ func (b *blobEvents) rangeResumed(r progress.Range, offset int64, attempt int) {
 	b.emit(progress.Event{Kind: progress.Resumed, Offset: offset, Range: r, Attempt: attempt})
 }
 
-// retrying reports a retry of ri.Op. Only a retry of the blob's bytes (fetch
-// or push) moves the blob's attempt count: a retried HEAD is not an
-// attempt at the blob.
-func (b *blobEvents) retrying(ri retrypolicy.RetryInfo) {
+// retrying reports a retry of ri.Op, of the whole blob or, when r is not
+// zero, of one range of a blob fetched over several connections. Only a
+// retry of the blob's bytes (fetch or push, the whole blob) moves the
+// blob's attempt count: a retried HEAD or one range is not an attempt at
+// the blob.
+func (b *blobEvents) retrying(ri retrypolicy.RetryInfo, r progress.Range) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.emit(progress.Event{Kind: progress.Retrying, Op: ri.Op, Attempt: ri.Attempt, Offset: ri.Offset, Reason: ri.Reason, Backoff: ri.Backoff, Err: redacted(ri.Err)})
-	if ri.Op == opFetch || ri.Op == opPush {
+	b.emit(progress.Event{Kind: progress.Retrying, Op: ri.Op, Attempt: ri.Attempt, Offset: ri.Offset, Range: r, Reason: ri.Reason, Backoff: ri.Backoff, Err: redacted(ri.Err)})
+	if r.IsZero() && (ri.Op == opFetch || ri.Op == opPush) {
 		b.attempt = ri.Attempt + 1
 	}
 }

@@ -348,8 +348,11 @@ type chainBody struct {
 	pos, end int64 // the next byte this body gives, and where it stops
 	moved    bool  // this connection moved bytes
 	err      error // sticky: the next source could not be opened
+	// unserved counts bytes read from m not yet reported (flush);
+	// atomic, as Close may come from a watchdog's goroutine.
+	unserved atomic.Int64
 
-	// mu guards rc and closed: a parallel range's watchdog closes the
+	// mu guards rc, w, m and closed: a parallel range's watchdog closes the
 	// body from another goroutine, possibly while Read switches sources.
 	mu     sync.Mutex
 	rc     io.ReadCloser
@@ -374,9 +377,11 @@ func (b *chainBody) Read(p []byte) (int, error) {
 		}
 		if n > 0 {
 			b.pos += int64(n)
-			b.moved = true
-			b.ev.served(b.m.name, int64(n))
-			b.c.markServed(b.desc.Digest, b.m)
+			b.unserved.Add(int64(n))
+			if !b.moved {
+				b.moved = true
+				b.c.markServed(b.desc.Digest, b.m)
+			}
 		}
 		if err == nil || err == io.EOF || b.m.origin {
 			return n, err
@@ -401,7 +406,19 @@ func (b *chainBody) Read(p []byte) (int, error) {
 
 // switchSource reopens the rest of the body on the next usable source, or
 // makes its error sticky.
+// flush reports the bytes read from the current source since the last
+// flush: once per connection, not on every read.
+func (b *chainBody) flush() {
+	if n := b.unserved.Swap(0); n > 0 {
+		b.mu.Lock()
+		name := b.m.name
+		b.mu.Unlock()
+		b.ev.served(name, n)
+	}
+}
+
 func (b *chainBody) switchSource() {
+	b.flush()
 	b.current().Close()
 	b.w.end()
 	rc, err := b.c.openFrom(b.ctx, b.desc, b.pos, b.end, b.idx+1, b.ev)
@@ -424,13 +441,14 @@ func (b *chainBody) switchSource() {
 		b.err = errReaderClosed
 		return
 	}
-	b.rc, b.w = nb.rc, nb.w
+	b.rc, b.w, b.m = nb.rc, nb.w, nb.m
 	b.mu.Unlock()
-	b.m, b.idx, b.moved = nb.m, nb.idx, false
+	b.idx, b.moved = nb.idx, false
 	b.ev.note("a mirror failed mid-blob; continuing from the byte it reached on " + b.m.name)
 }
 
 func (b *chainBody) Close() error {
+	b.flush()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.closed = true

@@ -458,7 +458,7 @@ func (b *parallelBody) rangePolicy(c *pullRange) retrypolicy.Config {
 		ri.Op = opFetch
 		ri.Desc = b.desc
 		ri.Offset += c.start
-		b.ev.rangeRetrying(ri, c.rng())
+		b.ev.retrying(ri, c.rng())
 		if user != nil {
 			user(ri)
 		}

@@ -5,6 +5,7 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/sturdyoci/sturdy/progress"
 	"github.com/sturdyoci/sturdy/retrypolicy"
 )
 
@@ -37,7 +38,7 @@ func policy(opts Options, op string, ev *blobEvents) retrypolicy.Config {
 		ri.Err = redacted(ri.Err)
 		ri.Op = op
 		ri.Desc = ev.desc
-		ev.retrying(ri)
+		ev.retrying(ri, progress.Range{})
 		if user != nil {
 			user(ri)
 		}
