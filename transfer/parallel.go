@@ -201,7 +201,7 @@ func (s *rangedSource) openParallel(ctx context.Context, desc ocispec.Descriptor
 			return rc, offset, nil
 		case errors.Is(err, httpblob.ErrRangeRefused), errors.Is(err, httpblob.ErrBadContentRange):
 			s.single.Store(desc.Digest, struct{}{})
-			return s.openSingle(ctx, desc, offset, ev)
+			return s.openSingle(ctx, desc, offset, end, ev)
 		}
 		return nil, 0, err
 	}

@@ -115,7 +115,7 @@ func (s *rangedSource) open(ctx context.Context, desc ocispec.Descriptor, offset
 	if s.parallel(desc, offset, end, ev) {
 		return s.openParallel(ctx, desc, offset, end, ev)
 	}
-	return s.openSingle(ctx, desc, offset, ev)
+	return s.openSingle(ctx, desc, offset, end, ev)
 }
 
 func (s *rangedSource) parallel(desc ocispec.Descriptor, offset, end int64, ev *blobEvents) bool {
@@ -127,17 +127,13 @@ func (s *rangedSource) parallel(desc ocispec.Descriptor, offset, end int64, ev *
 	return !ignored && !single
 }
 
-// stopAtKey marks a read that stops where a kept span begins
-// (Options.StateDir): over one connection it asks for that closed range,
-// not for the rest of the blob, which a server would push into the
-// socket's buffers only to have it dropped.
-type stopAtKey struct{}
-
-// openSingle reads desc from offset to its end over one connection.
-func (s *rangedSource) openSingle(ctx context.Context, desc ocispec.Descriptor, offset int64, ev *blobEvents) (io.ReadCloser, int64, error) {
-	end := desc.Size
-	if stop, ok := ctx.Value(stopAtKey{}).(int64); ok && stop > offset && stop < end {
-		end = stop
+// openSingle reads desc's bytes [offset, end) over one connection: a
+// closed range to where the reader stops (a kept span, Options.StateDir,
+// or the end of an upload's chunk), not the rest of the blob, which a
+// server would push into the socket's buffers only to have it dropped.
+func (s *rangedSource) openSingle(ctx context.Context, desc ocispec.Descriptor, offset, end int64, ev *blobEvents) (io.ReadCloser, int64, error) {
+	if end <= offset || end > desc.Size {
+		end = desc.Size
 	}
 	rc, err := s.openRange(ctx, desc, offset, end, ev)
 	switch {
@@ -449,9 +445,6 @@ func (r *healingReader) open() {
 	}
 	r.active.enter()
 	octx := withPullState(alreadyWatched(actx), r.state)
-	if r.bodyEnd < r.desc.Size {
-		octx = context.WithValue(octx, stopAtKey{}, r.bodyEnd)
-	}
 	body, skip, err := r.src.open(octx, r.desc, r.offset, end, r.ev)
 	r.active.leave()
 	if err != nil {
