@@ -103,7 +103,7 @@ func resolveOnMirrors(ctx context.Context, ref string, opts Options) (ocispec.De
 		case content.Resolver:
 			if root, err = r.Resolve(ctx, ref); err == nil {
 				if err = checkReferenced(root); err == nil {
-					raw, err = fetchVerified(ctx, memberOf("", t), root, opts.maxMetadataBytes())
+					raw, err = fetchVerified(ctx, t.Fetch, root, opts.maxMetadataBytes())
 				}
 			}
 		default:

@@ -299,7 +299,7 @@ func (c *sourceChain) fetch(ctx context.Context, desc ocispec.Descriptor) (io.Re
 		if m.origin {
 			return m.fetch(ctx, desc)
 		}
-		raw, err := fetchVerified(ctx, m, desc, c.opts.maxMetadataBytes())
+		raw, err := fetchVerified(ctx, m.fetch, desc, c.opts.maxMetadataBytes())
 		if err == nil {
 			return io.NopCloser(bytes.NewReader(raw)), nil
 		}
@@ -318,11 +318,12 @@ func (c *sourceChain) fetch(ctx context.Context, desc ocispec.Descriptor) (io.Re
 	return nil, fmt.Errorf("%s: no usable source: %w", desc.Digest, errdef.ErrNotFound)
 }
 
-func fetchVerified(ctx context.Context, m *chainMember, desc ocispec.Descriptor, limit int64) ([]byte, error) {
+// fetchVerified reads desc whole with fetch, within limit, and checks it.
+func fetchVerified(ctx context.Context, fetch func(context.Context, ocispec.Descriptor) (io.ReadCloser, error), desc ocispec.Descriptor, limit int64) ([]byte, error) {
 	if desc.Size > limit {
 		return nil, fmt.Errorf("%s: %d bytes, more than %d: %w", desc.Digest, desc.Size, limit, errdef.ErrSizeExceedsLimit)
 	}
-	rc, err := m.fetch(ctx, desc)
+	rc, err := fetch(ctx, desc)
 	if err != nil {
 		return nil, err
 	}
