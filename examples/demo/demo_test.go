@@ -68,11 +68,20 @@ func TestDemo(t *testing.T) {
 		`push  retrying .*: stalled;`, `pull  retrying .*: stalled;`,
 		`retrying .*: unavailable \(HTTP 503\); waiting 1s`, `retrying .*: connection reset;`,
 		`push  resumed `, `pull  resumed `, `verified: 8 blobs`,
-		`mirror cache set aside`, `reused from kept state`, `continuing from the byte it reached on origin`, `sources  cache .*, origin `,
+		`reused from kept state`, `continuing from the byte it reached on origin`, `sources  cache .*, origin `,
 	} {
 		if !regexp.MustCompile(want).MatchString(log) {
 			t.Errorf("output lacks %s", want)
 		}
+	}
+	// The cache is closed once it has written half the model; how many of
+	// its responses were still being written then depends on the socket
+	// buffers. One connection broken after progress is a transient failure
+	// and leaves the mirror in use; two, or a connection refused later, set
+	// it aside.
+	failedMidBlob := regexp.MustCompile(`mirror note .*a mirror failed mid-blob`)
+	if n := len(failedMidBlob.FindAllString(log, -1)); n >= 2 && !strings.Contains(log, "mirror cache set aside") {
+		t.Errorf("the cache failed %d blobs mid-way and was not set aside", n)
 	}
 	if t.Failed() {
 		t.Log(log)
