@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -506,6 +507,7 @@ func (w *world) runOne(ctx context.Context, sc *scenario, dir, contender string,
 		w.reg.ClearFaults() // releases stalled handlers
 		w.reg.SetBandwidth(0, 0)
 	}()
+	quiesce()
 	if !sc.kill {
 		w.resetStats()
 		r.res, r.procErr, _, _ = w.spawn(ctx, sc, j, 0)
@@ -553,6 +555,15 @@ type killInfo struct {
 	// firstSeconds is the killed run's wall time from the process's start
 	// (start-up included); secondSeconds the re-run's copy time.
 	firstSeconds, secondSeconds float64
+}
+
+// quiesce starts each run on a machine the runs before it have left
+// alone: the registry's heap (it lives in this process) collected, and
+// the GiBs they wrote flushed to disk rather than written back during
+// this run.
+func quiesce() {
+	runtime.GC()
+	syscall.Sync()
 }
 
 func (w *world) resetStats() {
