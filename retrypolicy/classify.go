@@ -196,6 +196,9 @@ func classify(err error) Verdict {
 	if isServerClosedIdle(err) {
 		return retry("connection closed")
 	}
+	if isConnectionBroken(err) {
+		return retry("connection broken")
+	}
 	return permanent(reasonUnknown)
 }
 
@@ -399,4 +402,18 @@ func classifyHTTP2(err error) (Verdict, bool) {
 // is the literal in net/http/transport.go.
 func isServerClosedIdle(err error) bool {
 	return strings.Contains(err.Error(), "http: server closed idle connection")
+}
+
+// isConnectionBroken matches the wrapper net/http's HTTP/1.x transport puts
+// around an error reading a response on a connection it found broken after
+// the request went out: a response cut in the middle of its status line or
+// headers (a TCP proxy's byte limit, a middlebox dropping the connection)
+// surfaces as a parse error of the partial text ("malformed HTTP response",
+// "malformed HTTP status code", a textproto.ProtocolError "malformed MIME
+// header"), not as io.ErrUnexpectedEOF. The wrapper has no exported type;
+// the string is the literal in net/http/transport.go (mapRoundTripError).
+// A server that always sends malformed headers is retried too, and fails
+// after MaxAttempts.
+func isConnectionBroken(err error) bool {
+	return strings.Contains(err.Error(), "net/http: HTTP/1.x transport connection broken")
 }

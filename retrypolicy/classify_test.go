@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -202,6 +203,42 @@ func TestClassifyRealConnectionReset(t *testing.T) {
 	}
 	if r := ShortReason(err); r != "connection reset" && r != "connection closed" {
 		t.Fatalf("ShortReason(%v) = %q", err, r)
+	}
+}
+
+// A connection cut in the middle of a response's status line or headers
+// (a TCP proxy's byte limit, a middlebox dropping the connection) is
+// retryable, whatever net/http makes of the partial text: io.EOF,
+// io.ErrUnexpectedEOF, a malformed status line or a malformed header line.
+func TestClassifyRealResponseCutMidHeaders(t *testing.T) {
+	const full = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 5\r\n\r\nhello"
+	for _, cut := range []int{0, 3, 7, 11, 17, 20, 36, 40, 66} {
+		t.Run(strconv.Quote(full[:cut]), func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				buf := make([]byte, 4096)
+				_, _ = c.Read(buf)
+				_, _ = io.WriteString(c, full[:cut])
+			}()
+			client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+			resp, err := client.Get("http://" + ln.Addr().String() + "/")
+			if err == nil {
+				resp.Body.Close()
+				t.Fatal("want an error")
+			}
+			if !IsRetryable(err) {
+				t.Fatalf("IsRetryable(%v) = false (%q)", err, ShortReason(err))
+			}
+		})
 	}
 }
 

@@ -96,6 +96,8 @@
 //	*net.DNSError temporary or timeout / not found / other    yes/no DNS temporary failure / no such host / DNS error
 //	io.ErrUnexpectedEOF                                       yes    unexpected EOF
 //	io.EOF, net.ErrClosed, "server closed idle connection"    yes    connection closed
+//	"HTTP/1.x transport connection broken" (a response cut    yes    connection broken
+//	mid-status line or headers: malformed response/header)
 //	net.Error with Timeout() (i/o timeout, TLS handshake)     yes    timeout / TLS handshake timeout
 //	anything else                                             no     unclassified error
 //

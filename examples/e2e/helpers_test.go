@@ -29,8 +29,9 @@ import (
 func TestMain(m *testing.M) {
 	// Every registry is closed (and its client's idle connections
 	// dropped) by its test's cleanup: what is left after all tests is a
-	// leak of sturdy's, but for distribution's own broadcaster.
-	goleak.VerifyTestMain(m, registrytest.IgnoreLeaks()...)
+	// leak of sturdy's, but for distribution's own broadcaster and
+	// toxiproxy's stuck pumps (see toxiproxyLeaks).
+	goleak.VerifyTestMain(m, append(registrytest.IgnoreLeaks(), toxiproxyLeaks()...)...)
 }
 
 const MiB = 1 << 20
