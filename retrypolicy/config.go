@@ -31,8 +31,8 @@ const (
 	DefaultMaxAttemptTimeout = 8 * time.Hour
 	// DefaultMaxRetryAfter is the longest server-requested wait honoured.
 	DefaultMaxRetryAfter = 15 * time.Minute
-	// DefaultMinProgress is how far an attempt must move the committed offset
-	// of a resumable transfer to count as progress: 1 MiB, the threshold
+	// DefaultMinProgress is how far the committed offset of a resumable
+	// transfer must move to count as progress: 1 MiB, the threshold
 	// containers/image uses before it reconnects without counting a failure.
 	DefaultMinProgress int64 = 1 << 20
 )
@@ -46,8 +46,9 @@ var ErrInvalidConfig = errors.New("retrypolicy: invalid config")
 // field says what a negative value means.
 type Config struct {
 	// MaxAttempts bounds the attempts, the first included, that make no
-	// progress: 1 means no retry. With DoResumable an attempt that moves the
-	// committed offset forward by at least MinProgress resets the count.
+	// progress: 1 means no retry. With DoResumable the count restarts once
+	// the committed offset has moved forward by MinProgress since it last
+	// did, in one attempt or over several.
 	MaxAttempts int
 	// InitialBackoff is the wait after the first failure; it doubles (with
 	// ±50% jitter) up to MaxBackoff.
@@ -68,8 +69,10 @@ type Config struct {
 	// MaxRetryAfter caps the wait a server asks for with Retry-After;
 	// < 0 ignores Retry-After.
 	MaxRetryAfter time.Duration
-	// MinProgress is how many bytes an attempt of DoResumable must commit to
-	// count as progress.
+	// MinProgress is how many bytes DoResumable's attempts must commit,
+	// together, to restart the attempt count and the backoff. An attempt
+	// that commits MinProgress/(MaxAttempts-1) is followed by the next at
+	// once.
 	MinProgress int64
 	// Classify, if set, is asked about every failed attempt's error before
 	// the built-in table (see the package doc), the way go-retryablehttp
@@ -109,9 +112,10 @@ type RetryInfo struct {
 	// Offset is the committed offset after the failed attempt (DoResumable;
 	// 0 for Do).
 	Offset int64
-	// Progressed reports that the failed attempt moved the offset by at
-	// least MinProgress, so the no-progress count and the backoff restarted
-	// and Backoff is 0 (or the server's Retry-After).
+	// Progressed reports that the offset has moved by at least MinProgress
+	// since the no-progress count last restarted (this attempt's bytes
+	// included), so the count and the backoff restarted and Backoff is 0
+	// (or the server's Retry-After).
 	Progressed bool
 
 	// Op and Desc say what the attempt was doing, when the code running

@@ -57,12 +57,15 @@ func Do(ctx context.Context, cfg Config, size int64, fn func(context.Context) er
 // attempts. committed reports the transfer's offset: the bytes of the size
 // that are safely stored and will not be sent again. Before each attempt
 // the deadline is computed on the bytes still to move, size - committed().
-// An attempt that fails after moving the offset forward by at least
-// MinProgress bytes resets the no-progress count and the backoff, and the
-// next attempt starts at once (unless the server asked for a wait), so a
-// link that breaks every few GiB still finishes a 1 TiB blob without a
-// backoff per break, while a link that never advances fails after
-// MaxAttempts attempts. A nil committed makes
+// Once the offset has moved forward by MinProgress bytes since the count
+// last restarted -- in one attempt or over several -- a failure resets the
+// no-progress count and the backoff. The next attempt starts at once
+// (unless the server asked for a wait) after an attempt that moved at
+// least MinProgress/(MaxAttempts-1) bytes, so a link that breaks every few GiB
+// still finishes a 1 TiB blob without a backoff per break, a link whose
+// connections each die after a few hundred KiB finishes too, and a link
+// that never advances (or trickles) fails after MaxAttempts attempts.
+// A nil committed makes
 // DoResumable behave as Do.
 func DoResumable(ctx context.Context, cfg Config, size int64, committed func() int64, fn func(context.Context) error) error {
 	r, err := NewRetrier(cfg, size)
@@ -102,8 +105,11 @@ type Retrier struct {
 	bo              *backoff.ExponentialBackOff
 	attempts        int
 	withoutProgress int
-	start           int64
-	timeout         time.Duration
+	// mark is the offset at which the no-progress count last restarted
+	// (the first attempt's start included); start is the current
+	// attempt's.
+	mark, start int64
+	timeout     time.Duration
 
 	mu     sync.Mutex
 	actx   context.Context
@@ -134,6 +140,9 @@ func (r *Retrier) Attempts() int { return r.attempts }
 // asked; a cause given to Cancel while the attempt runs (ErrStalled from a
 // watchdog) is named in Retry's error.
 func (r *Retrier) Begin(ctx context.Context, offset int64) (context.Context, context.CancelCauseFunc) {
+	if r.attempts == 0 {
+		r.mark = offset
+	}
 	r.attempts++
 	r.start = offset
 	r.timeout = r.cfg.PerAttemptTimeout(r.size - offset)
@@ -178,20 +187,26 @@ func (r *Retrier) Retry(ctx context.Context, err error, offset int64) error {
 	if !v.Retryable {
 		return &Error{Attempts: r.attempts, Err: err}
 	}
-	progressed := offset-r.start >= r.cfg.MinProgress
+	// Progress is counted from where the count last restarted, not per
+	// attempt: a link whose every connection dies after 500 KiB (a proxy's
+	// per-connection byte limit) advances, and finishes.
+	progressed := offset-r.mark >= r.cfg.MinProgress
 	if progressed {
 		r.withoutProgress = 0
 		r.bo.Reset()
+		r.mark = offset
 	}
 	r.withoutProgress++
 	if r.withoutProgress >= r.cfg.MaxAttempts {
 		return &Error{Attempts: r.attempts, Err: err}
 	}
-	// An attempt that made progress proved the link works: reconnect at
-	// once, as containers/image does, rather than sleep a backoff per
-	// break of a link that breaks every few GiB.
+	// An attempt that moved at a pace which reaches MinProgress before the
+	// attempts run out proved the link works: reconnect at once, as
+	// containers/image does, rather than sleep a backoff per break of a
+	// link that breaks every few GiB (or every few hundred KiB). A
+	// trickle below that pace backs off.
 	var wait time.Duration
-	if !progressed {
+	if !progressed && offset-r.start < r.pace() {
 		wait = min(r.bo.NextBackOff(), r.cfg.MaxBackoff)
 	}
 	if ra, ok := RetryAfter(err); ok && r.cfg.MaxRetryAfter > 0 {
@@ -211,6 +226,14 @@ func (r *Retrier) Retry(ctx context.Context, err error, offset int64) error {
 		return &Error{Attempts: r.attempts, Err: cancelled(ctx, err)}
 	}
 	return nil
+}
+
+// pace is the advance of one attempt that reconnects at once: the share
+// of MinProgress that the MaxAttempts-1 attempts a restarted count allows
+// add up to (at least one byte).
+func (r *Retrier) pace() int64 {
+	n := int64(max(r.cfg.MaxAttempts-1, 1))
+	return max((r.cfg.MinProgress+n-1)/n, 1)
 }
 
 // explain names what ended the attempt when its context did: the attempt

@@ -337,6 +337,80 @@ func TestDoResumableBackoffStartsOverAfterProgress(t *testing.T) {
 	}
 }
 
+// A proxy that closes every connection after 600 KiB: no attempt moves
+// MinProgress, but every two together do. The transfer finishes, each
+// attempt reconnecting at once (600 KiB is more than the pace,
+// MinProgress/(MaxAttempts-1)).
+func TestDoResumableProgressAddsUpOverAttempts(t *testing.T) {
+	fs := &fakeSleep{}
+	const size, every = 8 << 20, 600 << 10
+	var offset int64
+	calls := 0
+	var infos []RetryInfo
+	cfg := Config{sleep: fs.sleep, MaxAttempts: 3, InitialBackoff: time.Second, MaxBackoff: time.Minute}
+	cfg.OnRetry = func(ri RetryInfo) { infos = append(infos, ri) }
+	err := DoResumable(context.Background(), cfg, size, func() int64 { return offset }, func(context.Context) error {
+		calls++
+		offset = min(offset+every, size)
+		if offset < size {
+			return syscall.ECONNRESET
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("err = %v after %d calls", err, calls)
+	}
+	if want := (size + every - 1) / every; calls != want {
+		t.Fatalf("calls = %d, want %d", calls, want)
+	}
+	for _, w := range fs.waits {
+		if w != 0 {
+			t.Fatalf("waits = %v: an attempt on pace reconnects at once", fs.waits)
+		}
+	}
+	// The count restarts at every attempt that completes a MiB since the
+	// last restart: the 2nd (1200 KiB), the 4th, ...
+	var restarts []int
+	for _, ri := range infos {
+		if ri.Progressed {
+			restarts = append(restarts, ri.Attempt)
+		}
+	}
+	if len(restarts) < 2 || restarts[0] != 2 || restarts[1] != 4 {
+		t.Fatalf("count restarted at attempts %v, want 2, 4, ...", restarts)
+	}
+}
+
+// Progress below the pace (MinProgress/MaxAttempts per attempt) backs off,
+// and what the attempts add up to still counts: here two slow attempts
+// and a fast one cross MinProgress together.
+func TestDoResumableSlowAttemptsBackOff(t *testing.T) {
+	fs := &fakeSleep{}
+	var offset int64
+	calls := 0
+	cfg := Config{sleep: fs.sleep, MaxAttempts: 4, InitialBackoff: time.Second, MaxBackoff: time.Minute}
+	err := DoResumable(context.Background(), cfg, 1<<30, func() int64 { return offset }, func(context.Context) error {
+		calls++
+		switch calls {
+		case 1, 2:
+			offset += 100 << 10 // below the pace of 342 KiB
+		case 3:
+			offset += 900 << 10 // 1100 KiB since the start: the count restarts
+		case 6: // the restarted count allows MaxAttempts-1 more attempts
+			return nil
+		}
+		return syscall.ECONNRESET
+	})
+	if err != nil || calls != 6 {
+		t.Fatalf("err = %v after %d calls, want success after 6", err, calls)
+	}
+	// waits: backoff, backoff, 0 (restart), then 1 s, 2 s (±50%).
+	if len(fs.waits) != 5 || fs.waits[0] == 0 || fs.waits[1] == 0 || fs.waits[2] != 0 ||
+		fs.waits[3] < 500*time.Millisecond || fs.waits[3] > 1500*time.Millisecond {
+		t.Fatalf("waits = %v", fs.waits)
+	}
+}
+
 func TestDoResumableNoProgressFails(t *testing.T) {
 	fs := &fakeSleep{}
 	var offset int64 = 100 << 20

@@ -15,14 +15,18 @@
 // The number of attempts and the waits between them do not grow with the
 // size: a 1 MiB and a 1 TiB blob have the same retry wall-clock, plus their
 // transfer time. [DoResumable] is for transfers that keep what they moved: it
-// computes each deadline on the bytes still to move, and an attempt that
-// advanced the committed offset by at least MinProgress resets the
-// attempt count and the backoff, and the next attempt starts at once
-// (unless the server sent Retry-After). A 1 TB blob on a link that breaks every
-// 10 GB finishes; a link that never gets past a byte fails after
-// MaxAttempts attempts. Attempts are otherwise unbounded only in the sense
-// that each must commit MinProgress bytes, so a blob of S bytes takes at most
-// S/MinProgress progressing attempts.
+// computes each deadline on the bytes still to move, and once the committed
+// offset has advanced by MinProgress since the attempt count last restarted
+// (in one attempt or over several), a failure restarts the count and the
+// backoff. An attempt that advanced at least MinProgress/(MaxAttempts-1)
+// bytes is followed by the next at once (unless the server sent Retry-After); a
+// smaller advance backs off. A 1 TB blob on a link that breaks every 10 GB
+// finishes, and so does one behind a proxy that closes every connection
+// after 500 KiB; a link that never gets past a byte, or trickles less than
+// MinProgress over MaxAttempts attempts, fails after MaxAttempts attempts.
+// Attempts are otherwise unbounded only in the sense that every MaxAttempts
+// of them must commit MinProgress bytes, so a blob of S bytes takes at most
+// MaxAttempts*S/MinProgress attempts.
 //
 // Waits are exponential with ±50% jitter (cenkalti/backoff/v4, with its
 // elapsed-time limit switched off, so the attempt count alone bounds the
@@ -48,7 +52,7 @@
 //	MinAttemptTimeout  5 min       floor of the size-derived deadline
 //	MaxAttemptTimeout  8 h         ceiling of the size-derived deadline
 //	MaxRetryAfter      15 min      longest Retry-After honoured; < 0 ignores Retry-After
-//	MinProgress        1 MiB       offset advance that counts as progress (DoResumable)
+//	MinProgress        1 MiB       offset advance that restarts the attempt count (DoResumable)
 //
 // Size-derived deadlines with the defaults: up to 1.5 GiB 5 min, 10 GiB
 // ~34 min, 70 GiB ~4 h, 140 GiB and more 8 h.

@@ -163,11 +163,13 @@
 // of the bytes the registry does not hold yet. A deadline that fires while
 // the caller's context is alive is retried like any retryable failure.
 //
-// MaxAttempts bounds attempts that make no progress: an attempt that moved
-// the committed offset forward by at least Retry.MinProgress (1 MiB by
-// default) resets the count and the backoff. A 256 MiB blob over a link
-// that breaks every 32 MiB finishes with MaxAttempts 3; a link that never
-// gets past a byte fails after MaxAttempts.
+// MaxAttempts bounds attempts that make no progress: once the committed
+// offset has moved forward by Retry.MinProgress (1 MiB by default) since
+// the count last restarted, in one attempt or over several, the count and
+// the backoff restart. A 256 MiB blob over a link that breaks every 32 MiB
+// finishes with MaxAttempts 3, and so does one behind a proxy that closes
+// each connection after 500 KiB; a link that never gets past a byte fails
+// after MaxAttempts. Each range of a parallel pull counts on its own.
 //
 // # Continuing in a later process
 //

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sturdyoci/sturdy/examples/registrytest"
 	"github.com/sturdyoci/sturdy/progress"
+	"github.com/sturdyoci/sturdy/retrypolicy"
 	"github.com/sturdyoci/sturdy/transfer"
 )
 
@@ -144,6 +145,47 @@ func TestToxiPushLimitData(t *testing.T) {
 	if n := st.Kinds[registrytest.UploadPost].Requests; n > 4 {
 		t.Fatalf("%d upload sessions opened: the upload restarted instead of resuming", n)
 	}
+}
+
+// A proxy that closes every connection after 400 KB, less than
+// MinProgress (1 MiB): no attempt progresses by itself, but a few together
+// do, so with the default MaxAttempts and MinProgress the pull (each range
+// on its own) and the push finish, reconnecting at once. Before progress
+// was counted over attempts, both failed after 6 connections.
+func TestToxiLimitDataBelowMinProgress(t *testing.T) {
+	const limit = 400_000
+	retry := retrypolicy.Config{InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}
+	for _, tc := range []struct {
+		name  string
+		conns int
+	}{{"pull ranged", 0}, {"pull one connection", 1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newToxicLink(t)
+			a := newArtifact(t, 16*MiB)
+			s, ev := toxiPull(t, l, a, transfer.Options{Retry: retry, PullConnections: tc.conns}, func() {
+				l.toxic(t, "limit_data", "downstream", 1, map[string]any{"bytes": limit})
+			})
+			if n := len(ev.of(progress.Resumed)); n < 16 {
+				t.Fatalf("%d resumes: the toxic did not cut every %d bytes", n, limit)
+			}
+			if r := s.Overhead(); r > 1.1 {
+				t.Fatalf("wire / payload = %.3f, want <= 1.1", r)
+			}
+		})
+	}
+	t.Run("push", func(t *testing.T) {
+		l := newToxicLink(t)
+		a := newArtifact(t, 8*MiB)
+		_, st, ev := toxiPush(t, l, a, transfer.Options{Retry: retry}, func() {
+			l.toxic(t, "limit_data", "upstream", 1, map[string]any{"bytes": limit})
+		})
+		if n := len(ev.of(progress.Resumed)); n < 8 {
+			t.Fatalf("%d resumes: the toxic did not cut every %d bytes", n, limit)
+		}
+		if n := st.Kinds[registrytest.UploadPost].Requests; n > 4 {
+			t.Fatalf("%d upload sessions opened: the upload restarted instead of resuming", n)
+		}
+	})
 }
 
 // reset_peer in toxiproxy v2.5.0 passes nothing: the first chunk a
