@@ -90,7 +90,7 @@ func reasonCounts(ev *events) map[string]int {
 	return out
 }
 
-// limit_data closes each connection after 3 MiB downstream, headers
+// limit_data closes each connection after 2 MiB downstream, headers
 // included and counted across the requests a keep-alive connection
 // carries. Every range (or the one stream) continues from its last byte on
 // a new connection: what crossed the client's sockets is the payload about
@@ -105,15 +105,15 @@ func TestToxiPullLimitData(t *testing.T) {
 	}{{"default", 0}, {"one connection", 1}} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := newToxicLink(t)
-			a := newArtifact(t, 48*MiB)
+			a := newArtifact(t, 16*MiB)
 			s, ev := toxiPull(t, l, a, transfer.Options{Retry: fast(4), PullConnections: tc.conns}, func() {
-				l.toxic(t, "limit_data", "downstream", 1, map[string]any{"bytes": 3 * MiB})
+				l.toxic(t, "limit_data", "downstream", 1, map[string]any{"bytes": 2 * MiB})
 			})
-			// 16 cuts, less those that landed between two requests of a
+			// 8 cuts, less those that landed between two requests of a
 			// keep-alive connection (net/http sends an idempotent request
 			// again by itself when a reused connection was closed before it).
-			if n := len(ev.of(progress.Resumed)); n < 8 {
-				t.Fatalf("%d resumes: the toxic did not cut every 3 MiB", n)
+			if n := len(ev.of(progress.Resumed)); n < 4 {
+				t.Fatalf("%d resumes: the toxic did not cut every 2 MiB", n)
 			}
 			if r := s.Overhead(); r > 1.1 {
 				t.Fatalf("wire / payload = %.3f, want <= 1.1", r)
@@ -125,19 +125,19 @@ func TestToxiPullLimitData(t *testing.T) {
 	}
 }
 
-// limit_data closes each connection after 4 MiB upstream (mid-PATCH): the
+// limit_data closes each connection after 2 MiB upstream (mid-PATCH): the
 // upload continues from the offset the registry holds, in the same
 // session. What the client handed its sockets is not bounded here: each
 // cut loses what toxiproxy and the loopback buffers held (several MiB),
 // far more than a real path's bytes in flight.
 func TestToxiPushLimitData(t *testing.T) {
 	l := newToxicLink(t)
-	a := newArtifact(t, 32*MiB)
+	a := newArtifact(t, 16*MiB)
 	_, st, ev := toxiPush(t, l, a, transfer.Options{Retry: fast(4)}, func() {
-		l.toxic(t, "limit_data", "upstream", 1, map[string]any{"bytes": 4 * MiB})
+		l.toxic(t, "limit_data", "upstream", 1, map[string]any{"bytes": 2 * MiB})
 	})
 	if n := len(ev.of(progress.Resumed)); n < 4 {
-		t.Fatalf("%d resumes: the toxic did not cut every 4 MiB", n)
+		t.Fatalf("%d resumes: the toxic did not cut every 2 MiB", n)
 	}
 	if r := ratio(st.Kinds[registrytest.UploadPatch].RequestBodyBytes, payload(a)); r > 1.2 {
 		t.Fatalf("the registry received %.3f x payload in PATCH bodies, want <= 1.2", r)
@@ -201,7 +201,7 @@ func TestToxiResetPeer(t *testing.T) {
 	t.Run("pull", func(t *testing.T) {
 		untilHit(t, tries, func() bool {
 			l := newToxicLink(t)
-			a := newArtifact(t, 32*MiB)
+			a := newArtifact(t, 16*MiB)
 			_, ev := toxiPull(t, l, a, transfer.Options{Retry: fast(8)}, func() {
 				l.toxic(t, "reset_peer", "downstream", 0.5, map[string]any{"timeout": 200})
 			})
@@ -211,7 +211,7 @@ func TestToxiResetPeer(t *testing.T) {
 	t.Run("push", func(t *testing.T) {
 		untilHit(t, tries, func() bool {
 			l := newToxicLink(t)
-			a := newArtifact(t, 32*MiB)
+			a := newArtifact(t, 16*MiB)
 			_, st, ev := toxiPush(t, l, a, transfer.Options{Retry: fast(8)}, func() {
 				l.toxic(t, "reset_peer", "downstream", 0.5, map[string]any{"timeout": 200})
 			})
@@ -274,7 +274,7 @@ func TestToxiResetPeerFlapping(t *testing.T) {
 	}
 	t.Run("pull", func(t *testing.T) {
 		l := newToxicLink(t)
-		a := newArtifact(t, 32*MiB)
+		a := newArtifact(t, 16*MiB)
 		s, ev := toxiPull(t, l, a, transfer.Options{Retry: fast(8)}, func() {
 			// KB/s per connection: more than Retry.MinProgress (1 MiB) per
 			// connection between two flaps, so that every range progresses.
@@ -290,7 +290,7 @@ func TestToxiResetPeerFlapping(t *testing.T) {
 	})
 	t.Run("push", func(t *testing.T) {
 		l := newToxicLink(t)
-		a := newArtifact(t, 32*MiB)
+		a := newArtifact(t, 16*MiB)
 		_, st, ev := toxiPush(t, l, a, transfer.Options{Retry: fast(8)}, func() {
 			l.toxic(t, "bandwidth", "upstream", 1, map[string]any{"rate": 32 << 10})
 			flap(t, l, "upstream")
@@ -322,16 +322,16 @@ func TestToxiBlackHole(t *testing.T) {
 		}
 		return stalled
 	}
-	// Each try rolls once per connection: a pull in 4 MiB ranges opens
+	// Each try rolls once per connection: a pull in 2 MiB ranges opens
 	// about 9, a push of two layers 3 or 4 (0.7^9 and 0.7^3.5 that none is
 	// hit).
 	t.Run("pull", func(t *testing.T) {
 		untilHit(t, 6, func() bool {
 			l := newToxicLink(t)
-			a := newArtifact(t, 32*MiB)
+			a := newArtifact(t, 16*MiB)
 			start := time.Now()
 			opts := opts
-			opts.PullRangeSize = 4 * MiB
+			opts.PullRangeSize = 2 * MiB
 			_, ev := toxiPull(t, l, a, opts, func() {
 				l.toxic(t, "timeout", "downstream", 0.3, map[string]any{"timeout": 0})
 			})
@@ -341,7 +341,7 @@ func TestToxiBlackHole(t *testing.T) {
 	t.Run("push", func(t *testing.T) {
 		untilHit(t, 12, func() bool {
 			l := newToxicLink(t)
-			a := newArtifact(t, 16*MiB, 16*MiB)
+			a := newArtifact(t, 8*MiB, 8*MiB)
 			start := time.Now()
 			_, _, ev := toxiPush(t, l, a, opts, func() {
 				l.toxic(t, "timeout", "upstream", 0.3, map[string]any{"timeout": 0})
@@ -386,15 +386,15 @@ func TestToxiSlicer(t *testing.T) {
 	}
 }
 
-// limit_data then slow_close: each connection is cut after 4 MiB, and
+// limit_data then slow_close: each connection is cut after 2 MiB, and
 // then held open, silent, for 10 s before it closes: a half-dead
 // connection that only the watchdog ends.
 func TestToxiSlowClose(t *testing.T) {
 	l := newToxicLink(t)
-	a := newArtifact(t, 32*MiB)
+	a := newArtifact(t, 16*MiB)
 	start := time.Now()
 	_, ev := toxiPull(t, l, a, transfer.Options{Retry: fast(4), StallTimeout: 500 * time.Millisecond}, func() {
-		l.toxic(t, "limit_data", "downstream", 1, map[string]any{"bytes": 4 * MiB})
+		l.toxic(t, "limit_data", "downstream", 1, map[string]any{"bytes": 2 * MiB})
 		name := l.toxic(t, "slow_close", "downstream", 1, map[string]any{"delay": 10000})
 		// Removing the toxic interrupts its waits: the links it holds
 		// open close now, not 10 s after the test (goleak would see them).
