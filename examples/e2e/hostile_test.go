@@ -274,6 +274,7 @@ func TestHostileEveryRequestWatched(t *testing.T) {
 // StallTimeout + 1 s per 32 MiB, at most the attempt deadline), and no
 // longer.
 func TestHostileCommitPatience(t *testing.T) {
+	t.Parallel() // waits more than it computes: overlaps the other waiting tests
 	const (
 		stall = 300 * time.Millisecond
 		size  = 32 * MiB
@@ -440,6 +441,7 @@ func TestHostilePresignedURLNotLeaked(t *testing.T) {
 // 4. Cancel returns within a second even when the registry never answers
 // the DELETE that abandons the upload session.
 func TestHostileCancelWithSilentUploadDelete(t *testing.T) {
+	t.Parallel() // waits more than it computes: overlaps the other waiting tests
 	reg := registrytest.New(t)
 	a := newArtifact(t, 16*MiB)
 	dst := repo(t, reg, "cancel-delete")

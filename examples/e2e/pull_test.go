@@ -157,6 +157,7 @@ func TestPullRegistryIgnoresRange(t *testing.T) {
 }
 
 func TestPullRetryAfterHonoured(t *testing.T) {
+	t.Parallel() // waits more than it computes: overlaps the other waiting tests
 	for _, status := range []int{http.StatusTooManyRequests, http.StatusServiceUnavailable} {
 		t.Run(http.StatusText(status), func(t *testing.T) {
 			reg := registrytest.New(t)
@@ -187,6 +188,7 @@ func TestPullRetryAfterHonoured(t *testing.T) {
 }
 
 func TestPullRetryAfterUncapped(t *testing.T) {
+	t.Parallel() // waits more than it computes: overlaps the other waiting tests
 	reg := registrytest.New(t)
 	a := newArtifact(t, 100<<10)
 	src := seed(t, reg, "ra2", a)
@@ -219,6 +221,7 @@ func TestPullAuthErrorsFailOnFirstAttempt(t *testing.T) {
 }
 
 func TestPullStallIsCutAndResumed(t *testing.T) {
+	t.Parallel() // waits more than it computes: overlaps the other waiting tests
 	reg := registrytest.New(t)
 	a := newArtifact(t, 4*MiB)
 	src := seed(t, reg, "stall", a)
@@ -241,6 +244,7 @@ func TestPullStallIsCutAndResumed(t *testing.T) {
 }
 
 func TestPullTrickleIsCut(t *testing.T) {
+	t.Parallel() // waits more than it computes: overlaps the other waiting tests
 	reg := registrytest.New(t)
 	a := newArtifact(t, 2*MiB)
 	src := seed(t, reg, "trickle", a)
@@ -304,6 +308,7 @@ func TestPullCorruptedResumedStream(t *testing.T) {
 }
 
 func TestPullCancelMidTransfer(t *testing.T) {
+	t.Parallel() // waits more than it computes: overlaps the other waiting tests
 	reg := registrytest.New(t)
 	a := newArtifact(t, 8*MiB)
 	src := seed(t, reg, "cancel", a)
@@ -325,6 +330,7 @@ func TestPullCancelMidTransfer(t *testing.T) {
 }
 
 func TestPullCancelDuringBackoff(t *testing.T) {
+	t.Parallel() // waits more than it computes: overlaps the other waiting tests
 	reg := registrytest.New(t)
 	a := newArtifact(t, 1*MiB)
 	src := seed(t, reg, "cancel-backoff", a)
@@ -429,6 +435,7 @@ func streamBlob(t testing.TB, s content.Pusher, size int64, seed uint64) ocispec
 // as in auth.DefaultClient): sturdy strips it, so each of its attempts is
 // one request; KeepInnerRetries keeps it, and the attempts multiply.
 func TestOneRetryLayer(t *testing.T) {
+	t.Parallel() // waits more than it computes: overlaps the other waiting tests
 	for _, keep := range []bool{false, true} {
 		reg := registrytest.New(t)
 		a := newArtifact(t, 1000)
@@ -462,6 +469,7 @@ func TestOneRetryLayer(t *testing.T) {
 // runs while it is not waiting on the source. (Found by the benchmark: the
 // blob failed after one attempt with "stalled".)
 func TestDestinationNotCutWhileSourceWaits(t *testing.T) {
+	t.Parallel() // waits more than it computes: overlaps the other waiting tests
 	reg := registrytest.New(t)
 	a := newArtifact(t, 2*MiB)
 	src := seed(t, reg, "waits", a)

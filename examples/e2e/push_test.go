@@ -46,6 +46,7 @@ func TestPushCleanLink(t *testing.T) {
 // An upload link that resets every 4 MiB: each attempt asks the registry
 // where it stands and continues from there, with MaxAttempts 3.
 func TestPushResumesAcrossResets(t *testing.T) {
+	t.Parallel() // waits more than it computes: overlaps the other waiting tests
 	reg := registrytest.New(t)
 	a := newArtifact(t, 32*MiB)
 	reg.Inject(registrytest.Rule{Kind: registrytest.UploadPatch, Action: registrytest.ResetEvery(4 * MiB)})
@@ -77,6 +78,7 @@ func TestPushResumesAcrossResets(t *testing.T) {
 }
 
 func TestPushResetAtEdges(t *testing.T) {
+	t.Parallel() // waits more than it computes: overlaps the other waiting tests
 	const size = 3 * MiB
 	for _, tc := range []struct {
 		name  string
@@ -99,6 +101,7 @@ func TestPushResetAtEdges(t *testing.T) {
 }
 
 func TestPushNoProgressFails(t *testing.T) {
+	t.Parallel() // waits more than it computes: overlaps the other waiting tests
 	reg := registrytest.New(t)
 	a := newArtifact(t, 4*MiB, 1000)
 	reg.Inject(registrytest.Rule{Kind: registrytest.UploadPatch, Action: registrytest.ResetEvery(100 << 10)})
@@ -112,6 +115,7 @@ func TestPushNoProgressFails(t *testing.T) {
 }
 
 func TestPushStallAndTrickle(t *testing.T) {
+	t.Parallel() // waits more than it computes: overlaps the other waiting tests
 	for _, tc := range []struct {
 		name     string
 		action   registrytest.Action
@@ -173,6 +177,7 @@ func TestPushCorruptByte(t *testing.T) {
 }
 
 func TestPushRetryAfterAndBursts(t *testing.T) {
+	t.Parallel() // waits more than it computes: overlaps the other waiting tests
 	reg := registrytest.New(t)
 	a := newArtifact(t, 1*MiB)
 	reg.Inject(registrytest.Rule{Kind: registrytest.UploadPost, Times: 2, Action: registrytest.Respond(http.StatusTooManyRequests).WithRetryAfter(time.Second)})
@@ -227,6 +232,7 @@ func TestPushFallsBackToMonolithic(t *testing.T) {
 // Tokens that expire while a push is under way are refreshed: nothing pins
 // the first Authorization header.
 func TestPushTokenExpiresMidUpload(t *testing.T) {
+	t.Parallel() // waits more than it computes: overlaps the other waiting tests
 	reg := registrytest.New(t, registrytest.WithTokenAuth("u", "p", 300*time.Millisecond))
 	a := newArtifact(t, 8*MiB)
 	// Slow each PATCH's answer beyond the token's life, in 1 MiB chunks.
@@ -295,6 +301,7 @@ func TestWrapOrasCopyPushResumes(t *testing.T) {
 // oras-go drops the headers of a 429 on a manifest PUT; sturdy notes the
 // Retry-After on the wire and honours it anyway.
 func TestManifestRetryAfterHonoured(t *testing.T) {
+	t.Parallel() // waits more than it computes: overlaps the other waiting tests
 	reg := registrytest.New(t)
 	a := newArtifact(t, 1000)
 	reg.Inject(registrytest.Rule{Kind: registrytest.ManifestPut, Times: 1,

@@ -117,6 +117,7 @@ func TestReviewBodyLimit413ShrinksChunks(t *testing.T) {
 // through the PUT's verification wait, and that one cuts it: the blob is
 // re-sent from byte 0 on every attempt and fails.
 func TestReviewMonolithicCommitPatience(t *testing.T) {
+	t.Parallel() // waits more than it computes: overlaps the other waiting tests
 	reg := registrytest.New(t)
 	a := newArtifact(t, 96*MiB)
 	layer := a.layers[0]
