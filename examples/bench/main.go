@@ -106,7 +106,7 @@ func defaultConfig() config {
 		Bandwidth:     64 * mib,
 		SmallBlobs:    1000,
 		SmallBlobSize: 4 * kib,
-		Reps:          5,
+		Reps:          7,
 		Deadline:      3 * time.Minute,
 		StallDeadline: 30 * time.Second,
 		StallTimeout:  3 * time.Second,
