@@ -381,7 +381,7 @@ func TestDoResumableProgressAddsUpOverAttempts(t *testing.T) {
 	}
 }
 
-// Progress below the pace (MinProgress/MaxAttempts per attempt) backs off,
+// Progress below the pace (MinProgress/(MaxAttempts-1) per attempt) backs off,
 // and what the attempts add up to still counts: here two slow attempts
 // and a fast one cross MinProgress together.
 func TestDoResumableSlowAttemptsBackOff(t *testing.T) {
