@@ -140,7 +140,9 @@ func (r *Retrier) Attempts() int { return r.attempts }
 // asked; a cause given to Cancel while the attempt runs (ErrStalled from a
 // watchdog) is named in Retry's error.
 func (r *Retrier) Begin(ctx context.Context, offset int64) (context.Context, context.CancelCauseFunc) {
-	if r.attempts == 0 {
+	if r.attempts == 0 || offset < r.mark {
+		// A transfer that starts over (a new upload session, a blob
+		// refetched after a digest mismatch) counts from its new start.
 		r.mark = offset
 	}
 	r.attempts++
@@ -190,6 +192,8 @@ func (r *Retrier) Retry(ctx context.Context, err error, offset int64) error {
 	// Progress is counted from where the count last restarted, not per
 	// attempt: a link whose every connection dies after 500 KiB (a proxy's
 	// per-connection byte limit) advances, and finishes.
+	// A transfer that went back during the attempt counts from there.
+	r.mark = min(r.mark, offset)
 	progressed := offset-r.mark >= r.cfg.MinProgress
 	if progressed {
 		r.withoutProgress = 0

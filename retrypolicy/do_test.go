@@ -411,6 +411,35 @@ func TestDoResumableSlowAttemptsBackOff(t *testing.T) {
 	}
 }
 
+// A transfer that starts over (a new upload session) counts its progress
+// from its new start, not from the 10 MiB it had reached before, whether
+// it went back between attempts or during one.
+func TestRetrierStartOverCountsFromNewStart(t *testing.T) {
+	ctx := context.Background()
+	fs := &fakeSleep{}
+	r, err := NewRetrier(Config{sleep: fs.sleep, MaxAttempts: 3}, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	attempt := func(from, to int64) error {
+		_, cancel := r.Begin(ctx, from)
+		defer cancel(nil)
+		return r.Retry(ctx, syscall.ECONNRESET, to)
+	}
+	steps := []struct{ from, to int64 }{
+		{0, 10 << 20},      // progress: the count restarts at 10 MiB
+		{0, 2 << 20},       // started over before the attempt: 2 MiB of progress
+		{2 << 20, 1 << 20}, // went back during the attempt: no progress
+		{1 << 20, 3 << 20}, // 2 MiB from where it went back
+		{3 << 20, 5 << 20},
+	}
+	for i, st := range steps {
+		if err := attempt(st.from, st.to); err != nil {
+			t.Fatalf("attempt %d (%d -> %d): %v", i+1, st.from, st.to, err)
+		}
+	}
+}
+
 func TestDoResumableNoProgressFails(t *testing.T) {
 	fs := &fakeSleep{}
 	var offset int64 = 100 << 20
