@@ -109,21 +109,13 @@ func memberOf(name string, f content.Fetcher) *chainMember {
 // it can (oci.Store and file.Store hand out files), else read and
 // dropped, which costs no network.
 func fetchRange(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor, start, end int64) (io.ReadCloser, error) {
-	rc, err := f.Fetch(ctx, desc)
+	rc, skip, err := fetcherSource{f}.open(ctx, desc, start, end, nil, nil)
 	if err != nil {
 		return nil, err
 	}
-	if start > 0 {
-		sk, ok := rc.(io.Seeker)
-		if ok {
-			_, err = sk.Seek(start, io.SeekStart)
-		}
-		if !ok || err != nil {
-			if _, err = io.CopyN(io.Discard, rc, start); err != nil {
-				rc.Close()
-				return nil, err
-			}
-		}
+	if _, err := io.CopyN(io.Discard, rc, skip); err != nil {
+		rc.Close()
+		return nil, err
 	}
 	return struct {
 		io.Reader

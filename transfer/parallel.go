@@ -159,12 +159,11 @@ func (c *pullRange) rng() progress.Range { return progress.Range{Start: c.start,
 // first range is asked for here, under the caller's watch, so that a blob
 // that is not there, or a server that does not serve ranges, is known at
 // once: a 200 hands back the whole body, to be read over one connection.
-func (s *rangedSource) openParallel(ctx context.Context, desc ocispec.Descriptor, offset, end int64, ev *blobEvents) (io.ReadCloser, int64, error) {
+func (s *rangedSource) openParallel(ctx context.Context, desc ocispec.Descriptor, offset, end int64, ev *blobEvents, state *pullState) (io.ReadCloser, int64, error) {
 	cfg := s.par
-	b := &parallelBody{src: s, cfg: cfg, desc: desc, openRange: s.openRange, ev: ev, end: end, next: offset,
+	b := &parallelBody{src: s, cfg: cfg, desc: desc, openRange: s.openRange, ev: ev, state: state, end: end, next: offset,
 		window: make(chan struct{}, 2*cfg.conns)}
 	b.cond = sync.NewCond(&b.mu)
-	b.state = pullStateOf(ctx)
 	b.ring = make([]*pullRange, cap(b.window))
 	b.limit.Store(int32(cfg.conns))
 	b.ctx, b.cancel = context.WithCancelCause(ctx)

@@ -24,9 +24,12 @@ import (
 //
 // end is where the reader will stop (desc.Size but for a chunk of an
 // upload): a source that reads ahead does not read past it. ev, if not
-// nil, takes the events of a source that reports on its own connections.
+// nil, takes the events of a source that reports on its own connections;
+// state, if not nil, keeps for a later process what a read over several
+// connections fetched out of order (a single stream's bytes are kept by
+// its reader as they pass).
 type source interface {
-	open(ctx context.Context, desc ocispec.Descriptor, offset, end int64, ev *blobEvents) (rc io.ReadCloser, skip int64, err error)
+	open(ctx context.Context, desc ocispec.Descriptor, offset, end int64, ev *blobEvents, state *pullState) (rc io.ReadCloser, skip int64, err error)
 	// network reports whether reads cross a network, so that bytes read
 	// again count as wire bytes.
 	network() bool
@@ -102,7 +105,7 @@ type rangedSource struct {
 
 func (s *rangedSource) network() bool { return true }
 
-func (s *rangedSource) open(ctx context.Context, desc ocispec.Descriptor, offset, end int64, ev *blobEvents) (io.ReadCloser, int64, error) {
+func (s *rangedSource) open(ctx context.Context, desc ocispec.Descriptor, offset, end int64, ev *blobEvents, state *pullState) (io.ReadCloser, int64, error) {
 	if isManifest(desc) {
 		// Manifests live under /manifests/; they are small and fetched whole.
 		rc, err := s.fetcher.Fetch(ctx, desc)
@@ -113,7 +116,7 @@ func (s *rangedSource) open(ctx context.Context, desc ocispec.Descriptor, offset
 		return rc, offset, err
 	}
 	if s.parallel(desc, offset, end, ev) {
-		return s.openParallel(ctx, desc, offset, end, ev)
+		return s.openParallel(ctx, desc, offset, end, ev, state)
 	}
 	return s.openSingle(ctx, desc, offset, end, ev)
 }
@@ -158,7 +161,7 @@ func (s fetcherSource) network() bool { return false }
 
 func (fetcherSource) parallel(ocispec.Descriptor, int64, int64, *blobEvents) bool { return false }
 
-func (s fetcherSource) open(ctx context.Context, desc ocispec.Descriptor, offset, _ int64, _ *blobEvents) (io.ReadCloser, int64, error) {
+func (s fetcherSource) open(ctx context.Context, desc ocispec.Descriptor, offset, _ int64, _ *blobEvents, _ *pullState) (io.ReadCloser, int64, error) {
 	rc, err := s.f.Fetch(ctx, desc)
 	if err != nil || offset == 0 {
 		return rc, 0, err
@@ -444,8 +447,7 @@ func (r *healingReader) open() {
 		stop = watch(r.wd, r.moved, r.active.elapsed, r.ret.Cancel)
 	}
 	r.active.enter()
-	octx := withPullState(alreadyWatched(actx), r.state)
-	body, skip, err := r.src.open(octx, r.desc, r.offset, end, r.ev)
+	body, skip, err := r.src.open(alreadyWatched(actx), r.desc, r.offset, end, r.ev, r.state)
 	r.active.leave()
 	if err != nil {
 		stop()
@@ -589,7 +591,7 @@ func (s *streamSource) parallel(desc ocispec.Descriptor, offset, end int64, ev *
 	return false
 }
 
-func (s *streamSource) open(ctx context.Context, desc ocispec.Descriptor, offset, end int64, ev *blobEvents) (io.ReadCloser, int64, error) {
+func (s *streamSource) open(ctx context.Context, desc ocispec.Descriptor, offset, end int64, ev *blobEvents, state *pullState) (io.ReadCloser, int64, error) {
 	if !s.used && offset == 0 {
 		s.used = true
 		return io.NopCloser(&countingStream{s}), 0, nil
@@ -599,7 +601,7 @@ func (s *streamSource) open(ctx context.Context, desc ocispec.Descriptor, offset
 		// connections go first; a parallel read among them holds buffers
 		// of the copy-wide window that this one needs.
 		fb.hr.closeBody()
-		return fb.hr.src.open(ctx, desc, offset, end, ev)
+		return fb.hr.src.open(ctx, desc, offset, end, ev, state)
 	}
 	if sk, ok := s.r.(io.Seeker); ok {
 		if _, err := sk.Seek(offset, io.SeekStart); err != nil {

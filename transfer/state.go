@@ -2,7 +2,6 @@ package transfer
 
 import (
 	"cmp"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -363,22 +362,6 @@ func (p *pullState) done() {
 		p.f = nil
 	}
 	p.b.Remove()
-}
-
-// pullStateKey carries a healing reader's pullState to the parallel read
-// it opens, which keeps each range it fetched whole.
-type pullStateKey struct{}
-
-func withPullState(ctx context.Context, p *pullState) context.Context {
-	if p == nil {
-		return ctx
-	}
-	return context.WithValue(ctx, pullStateKey{}, p)
-}
-
-func pullStateOf(ctx context.Context) *pullState {
-	p, _ := ctx.Value(pullStateKey{}).(*pullState)
-	return p
 }
 
 // reusedResumed reports that a blob continues at offset from state kept
