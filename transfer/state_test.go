@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/content/memory"
 
 	"github.com/sturdyoci/sturdy/internal/statedir"
@@ -140,14 +140,8 @@ func TestStateDirKeepsParallelRanges(t *testing.T) {
 	if err := CopyGraph(context.Background(), s.source(), dst, s.desc, opts); err != nil {
 		t.Fatal(err)
 	}
-	rc, err := dst.Fetch(context.Background(), s.desc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, _ := io.ReadAll(rc)
-	rc.Close()
-	if !bytes.Equal(got, s.blob) {
-		t.Fatal("bytes differ")
+	if got, err := content.FetchAll(context.Background(), dst, s.desc); err != nil || !bytes.Equal(got, s.blob) {
+		t.Fatalf("the destination's blob: %v, or bytes differ", err)
 	}
 	s.mu.Lock()
 	starts := append([]int64(nil), s.starts...)
@@ -224,14 +218,8 @@ func TestStateDirKeptRangesNeverTrusted(t *testing.T) {
 			if err := CopyGraph(context.Background(), s.source(), dst, s.desc, opts); err != nil {
 				t.Fatal(err)
 			}
-			rc, err := dst.Fetch(context.Background(), s.desc)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, _ := io.ReadAll(rc)
-			rc.Close()
-			if !bytes.Equal(got, s.blob) {
-				t.Fatal("bytes differ")
+			if got, err := content.FetchAll(context.Background(), dst, s.desc); err != nil || !bytes.Equal(got, s.blob) {
+				t.Fatalf("the destination's blob: %v, or bytes differ", err)
 			}
 			if !ev.noted(tc.note) {
 				t.Fatalf("no Note with %q: %+v", tc.note, ev.of(progress.Note))

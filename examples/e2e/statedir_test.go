@@ -131,6 +131,23 @@ func layoutArtifact(t *testing.T, dir string, size int) ocispec.Descriptor {
 	return d
 }
 
+// seededRegistry starts a registry holding, in repository m, a layout
+// artifact of one blob of size bytes tagged v1; it returns the blob.
+func seededRegistry(t *testing.T, size int) (*registrytest.Registry, ocispec.Descriptor) {
+	t.Helper()
+	reg := registrytest.New(t)
+	src := t.TempDir()
+	d := layoutArtifact(t, src, size)
+	srcStore, err := oci.New(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := oras.Copy(context.Background(), srcStore, "v1", repo(t, reg, "m"), "v1", oras.DefaultCopyOptions); err != nil {
+		t.Fatal(err)
+	}
+	return reg, d
+}
+
 func blobGetBytes(reg *registrytest.Registry) int64 {
 	return reg.Stats().Kinds[registrytest.BlobGet].ResponseBodyBytes
 }
@@ -201,13 +218,7 @@ func TestStateDirKilledParallelPullContinues(t *testing.T) {
 // registry has served half, runs it again with the same StateDir, and
 // checks that the registry served at most bound x the payload in all.
 func killedPull(t *testing.T, conns int, bandwidth int64, bound float64) {
-	reg := registrytest.New(t)
-	src := t.TempDir()
-	d := layoutArtifact(t, src, stateBlobSize)
-	srcStore, _ := oci.New(src)
-	if _, err := oras.Copy(context.Background(), srcStore, "v1", repo(t, reg, "m"), "v1", oras.DefaultCopyOptions); err != nil {
-		t.Fatal(err)
-	}
+	reg, d := seededRegistry(t, stateBlobSize)
 	reg.ResetStats()
 	reg.SetBandwidth(bandwidth, 0)
 	layout, state := t.TempDir(), t.TempDir()
@@ -357,13 +368,7 @@ func TestStateDirCancelledCopyContinues(t *testing.T) {
 // wrong blob.
 func TestStateDirDamagedStateNeverTrusted(t *testing.T) {
 	const size = 16 * MiB
-	reg := registrytest.New(t)
-	src := t.TempDir()
-	d := layoutArtifact(t, src, size)
-	srcStore, _ := oci.New(src)
-	if _, err := oras.Copy(context.Background(), srcStore, "v1", repo(t, reg, "m"), "v1", oras.DefaultCopyOptions); err != nil {
-		t.Fatal(err)
-	}
+	reg, d := seededRegistry(t, size)
 	// Kept state of half the blob, from a cancelled pull.
 	kept := t.TempDir()
 	reg.SetBandwidth(16*MiB, 0)
@@ -459,13 +464,8 @@ func TestStateDirPurgedSessionStartsOver(t *testing.T) {
 // process exclude each other as two processes do.
 func TestStateDirTwoCopiesOneDir(t *testing.T) {
 	const size = 32 * MiB
-	reg := registrytest.New(t)
-	src, state := t.TempDir(), t.TempDir()
-	d := layoutArtifact(t, src, size)
-	srcStore, _ := oci.New(src)
-	if _, err := oras.Copy(context.Background(), srcStore, "v1", repo(t, reg, "m"), "v1", oras.DefaultCopyOptions); err != nil {
-		t.Fatal(err)
-	}
+	reg, d := seededRegistry(t, size)
+	state := t.TempDir()
 	reg.SetBandwidth(32*MiB, 0) // both in flight at once
 	var evs [2]events
 	dsts := [2]*oci.Store{newLayout(t), newLayout(t)}
