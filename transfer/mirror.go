@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -43,6 +44,7 @@ const OriginName = "origin"
 type chainMember struct {
 	name      string
 	origin    bool
+	network   bool // a registry or a URL, not a local store
 	openRange func(ctx context.Context, desc ocispec.Descriptor, start, end int64) (io.ReadCloser, error)
 	fetch     func(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error)
 	failures  atomic.Int32
@@ -94,9 +96,9 @@ func memberOf(name string, f content.Fetcher) *chainMember {
 	m := &chainMember{name: name, fetch: f.Fetch}
 	switch t := unwrapTarget(f).(type) {
 	case *remote.Repository:
-		m.openRange = httpblob.FromRepository(t).OpenRange
+		m.openRange, m.network = httpblob.FromRepository(t).OpenRange, true
 	case *URLSource:
-		m.openRange = t.openRange
+		m.openRange, m.network = t.openRange, true
 	default:
 		m.openRange = func(ctx context.Context, desc ocispec.Descriptor, start, end int64) (io.ReadCloser, error) {
 			return fetchRange(ctx, f, desc, start, end)
@@ -121,6 +123,11 @@ func fetchRange(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor,
 		io.Reader
 		io.Closer
 	}{io.LimitReader(rc, end-start), rc}, nil
+}
+
+// network reports whether any member reads over a network.
+func (c *sourceChain) network() bool {
+	return slices.ContainsFunc(c.members, func(m *chainMember) bool { return m.network })
 }
 
 // first is the member to try first for d.

@@ -111,3 +111,15 @@ func TestMediaTypeAgrees(t *testing.T) {
 		}
 	}
 }
+
+// A chain reads over a network when any member does: bytes it reads again
+// to drop count as wire bytes only then.
+func TestChainNetwork(t *testing.T) {
+	local := Options{Mirrors: []Mirror{{Name: "layout", Target: memory.New()}}}
+	if newSource(memory.New(), local).network() {
+		t.Error("a chain of local stores reads over a network")
+	}
+	if !newSource(&URLSource{}, local).network() {
+		t.Error("a chain whose origin is a URL reads over no network")
+	}
+}

@@ -103,7 +103,9 @@ type rangedSource struct {
 	single sync.Map // digest.Digest -> struct{}
 }
 
-func (s *rangedSource) network() bool { return true }
+// network: a chain of local stores (mirror layouts over a layout origin)
+// reads none.
+func (s *rangedSource) network() bool { return s.chain == nil || s.chain.network() }
 
 func (s *rangedSource) open(ctx context.Context, desc ocispec.Descriptor, offset, end int64, ev *blobEvents, state *pullState) (io.ReadCloser, int64, error) {
 	if isManifest(desc) {
