@@ -208,9 +208,12 @@ func TestStateDirKilledPullContinues(t *testing.T) {
 // they were kept, a kill at half cost 1.22x across both runs (at 16 MiB/s
 // per connection); now 1.03-1.05x: what the last checkpoint had not
 // recorded, and what the sockets held. 8 MiB/s per connection keeps a
-// -race build of the copy ahead of its sockets' buffers.
+// -race build of the copy ahead of its sockets' buffers on an idle
+// machine; on a loaded one the copy falls behind and eight connections'
+// loopback buffers (lost at the kill, counted as served) made it 1.085x
+// once. The bound is the issue's, as for one connection.
 func TestStateDirKilledParallelPullContinues(t *testing.T) {
-	killedPull(t, 0, 8*MiB, 1.08)
+	killedPull(t, 0, 8*MiB, 1.1)
 }
 
 // killedPull pulls a stateBlobSize blob over conns connections of
