@@ -117,12 +117,17 @@ func TestReviewBodyLimit413ShrinksChunks(t *testing.T) {
 // through the PUT's verification wait, and that one cuts it: the blob is
 // re-sent from byte 0 on every attempt and fails.
 func TestReviewMonolithicCommitPatience(t *testing.T) {
-	t.Parallel() // waits more than it computes: overlaps the other waiting tests
+	// Not parallel, and 0.8 s rather than 0.4 s: beside the other tests on
+	// a loaded 2-core CI machine this test once saw a "stalled" retry (the
+	// 96 MiB body idle under -race, or the registry's own verification
+	// added to the 2 s); neither is the commit wait under test.
 	reg := registrytest.New(t)
 	a := newArtifact(t, 96*MiB)
 	layer := a.layers[0]
-	const stall = 400 * time.Millisecond
-	// Patience per the doc: 0.4 s + 3 s. The registry verifies for 2 s.
+	const stall = 800 * time.Millisecond
+	// Patience per the doc: 0.8 s + 3 s. The registry stays silent for its
+	// own verification plus 2 s, more than the 1.6 s of the blob's idle
+	// watchdog that used to cut it, and well inside the patience.
 	reg.Inject(registrytest.Rule{Kind: registrytest.UploadPut, Digest: layer.Digest, Action: registrytest.Delay(2 * time.Second)})
 	ev := &events{}
 	opts := transfer.Options{Retry: fast(2), Observer: ev, StallTimeout: stall, Monolithic: true}
