@@ -275,12 +275,16 @@ func TestHostileEveryRequestWatched(t *testing.T) {
 // longer.
 func TestHostileCommitPatience(t *testing.T) {
 	t.Parallel() // waits more than it computes: overlaps the other waiting tests
+	// 0.4 s and 64 MiB leave the slow verify below (1.2 s of delay plus the
+	// registry's own hashing) 1.2 s inside the patience: on a loaded 2-core
+	// machine running the parallel tests beside this one, 0.3 s and 32 MiB
+	// left 0.4 s.
 	const (
-		stall = 300 * time.Millisecond
-		size  = 32 * MiB
+		stall = 400 * time.Millisecond
+		size  = 64 * MiB
 	)
-	// The attempt deadline derived from 32 MiB is the 5 min floor; the
-	// patience is StallTimeout + 1 s.
+	// The attempt deadline derived from 64 MiB is the 5 min floor; the
+	// patience is StallTimeout + 2 s.
 	patience := stall + time.Duration(size/(32*MiB))*time.Second
 
 	run := func(t *testing.T, delay time.Duration) (*registrytest.Registry, *artifact, *recorder, *retries, time.Duration, error) {
