@@ -146,6 +146,22 @@ func (r *Retrier) Begin(ctx context.Context, offset int64) (context.Context, con
 		r.mark = offset
 	}
 	r.attempts++
+	return r.begin(ctx, offset)
+}
+
+// Continue is Begin for a transfer that goes on at offset over a new
+// connection by design, not after a failure (a read that ends where a
+// local copy of the next bytes begins, or that was measured before more
+// connections are opened): it does not count an attempt. Before the first
+// Begin it is Begin.
+func (r *Retrier) Continue(ctx context.Context, offset int64) (context.Context, context.CancelCauseFunc) {
+	if r.attempts == 0 {
+		return r.Begin(ctx, offset)
+	}
+	return r.begin(ctx, offset)
+}
+
+func (r *Retrier) begin(ctx context.Context, offset int64) (context.Context, context.CancelCauseFunc) {
 	r.start = offset
 	r.timeout = r.cfg.PerAttemptTimeout(r.size - offset)
 	actx := context.WithValue(ctx, attemptKey{}, r.attempts)

@@ -440,6 +440,42 @@ func TestRetrierStartOverCountsFromNewStart(t *testing.T) {
 	}
 }
 
+// A planned reconnect (Continue) is not an attempt: the attempt number in
+// the context, Attempts and what Retry reports stay those of the attempt
+// that is going on, and the attempt deadline is computed on what is left.
+func TestRetrierContinueIsNotAnAttempt(t *testing.T) {
+	ctx := context.Background()
+	var infos []RetryInfo
+	r, err := NewRetrier(Config{sleep: (&fakeSleep{}).sleep, MaxAttempts: 3, OnRetry: func(ri RetryInfo) { infos = append(infos, ri) }}, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, cancel := r.Continue(ctx, 0) // before any Begin: it is Begin
+	cancel(nil)
+	if n := AttemptNumber(actx); n != 1 || r.Attempts() != 1 {
+		t.Fatalf("first Continue: attempt %d, Attempts %d; want 1, 1", n, r.Attempts())
+	}
+	actx, cancel = r.Continue(ctx, 8<<20)
+	if n := AttemptNumber(actx); n != 1 || r.Attempts() != 1 {
+		t.Fatalf("Continue: attempt %d, Attempts %d; want 1, 1", n, r.Attempts())
+	}
+	if _, ok := actx.Deadline(); !ok {
+		t.Fatal("Continue set no attempt deadline")
+	}
+	if err := r.Retry(ctx, syscall.ECONNRESET, 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	cancel(nil)
+	if len(infos) != 1 || infos[0].Attempt != 1 {
+		t.Fatalf("retries %+v: want one, of attempt 1", infos)
+	}
+	actx, cancel = r.Begin(ctx, 8<<20)
+	defer cancel(nil)
+	if n := AttemptNumber(actx); n != 2 {
+		t.Fatalf("the Begin after a failure: attempt %d, want 2", n)
+	}
+}
+
 func TestDoResumableNoProgressFails(t *testing.T) {
 	fs := &fakeSleep{}
 	var offset int64 = 100 << 20
