@@ -23,9 +23,10 @@ const (
 	DefaultLowSpeedLimit int64 = 1 << 10
 	DefaultLowSpeedTime        = time.Minute
 	// DefaultPullConnections, DefaultMaxPullConnections and
-	// DefaultPullRangeSize: a large blob from a registry is fetched over
-	// up to 8 connections in ranges of 8 MiB, and one Copy opens at most
-	// 16 such connections at once. See Options.PullConnections.
+	// DefaultPullRangeSize: a large blob from a registry whose link caps
+	// each connection is fetched over up to 8 connections in ranges of
+	// 8 MiB, and one Copy opens at most 16 such connections at once. See
+	// Options.PullConnections.
 	DefaultPullConnections          = 8
 	DefaultMaxPullConnections       = 16
 	DefaultPullRangeSize      int64 = 8 << 20
@@ -83,7 +84,11 @@ type Options struct {
 	// PullRangeSize ranges is split into ranges fetched by concurrent
 	// ranged GETs, each continuing from its own last byte under its own
 	// retry loop, and handed to the destination as one ordered stream,
-	// verified as a whole. 0 means DefaultPullConnections; 1 fetches every
+	// verified as a whole. 0 means up to DefaultPullConnections where the
+	// link, not the destination, is the limit: a blob's first range comes
+	// over one connection and the rest is split only if the reader waited
+	// on it at least half the time (see the package doc, "Many
+	// connections per blob"). N > 1 always splits over N; 1 fetches every
 	// blob over one connection. A registry that answers 429 or 503 to a
 	// range gets half as many connections for the rest of that blob; one
 	// that ignores Range gets one stream (with a progress.Note). Uploads

@@ -23,6 +23,10 @@ type pullConfig struct {
 	wd        watchdogConfig
 	conns     int   // per blob
 	rangeSize int64 // bytes per ranged GET
+	// adaptive (PullConnections left at 0): a blob's first range comes
+	// over one connection, and the rest over several only if the reader
+	// waited on that connection for at least half the time.
+	adaptive bool
 	// tokens bounds the ranged GETs in flight across the copy; buffers
 	// bounds the ranges held in memory across the copy (twice as many:
 	// those fetched ahead of what the destinations read).
@@ -56,6 +60,7 @@ func newPullConfig(opts Options) *pullConfig {
 		opts:      opts,
 		wd:        opts.watchdogConfig(),
 		conns:     min(conns, total),
+		adaptive:  opts.PullConnections == 0,
 		rangeSize: size,
 		tokens:    semaphore.NewWeighted(int64(total)),
 		buffers:   semaphore.NewWeighted(int64(2 * total)),

@@ -30,9 +30,35 @@ type rangeServer struct {
 	desc ocispec.Descriptor
 	srv  *httptest.Server
 	hold func(start int64, w http.ResponseWriter, r *http.Request)
+	// pace, if set, is slept after every 4 KiB a response writes: a link
+	// that caps each connection.
+	pace time.Duration
 
 	mu     sync.Mutex
 	starts []int64 // the first byte of every ranged GET, in arrival order
+	// inFlight counts the requests being served; maxInFlight is its peak.
+	inFlight, maxInFlight int
+}
+
+type pacedWriter struct {
+	http.ResponseWriter
+	pace time.Duration
+}
+
+func (w pacedWriter) Write(p []byte) (int, error) {
+	var n int
+	for len(p) > 0 {
+		k := min(len(p), 4<<10)
+		m, err := w.ResponseWriter.Write(p[:k])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		_ = http.NewResponseController(w.ResponseWriter).Flush()
+		time.Sleep(w.pace)
+		p = p[k:]
+	}
+	return n, nil
 }
 
 func newRangeServer(t *testing.T, size int) *rangeServer {
@@ -53,6 +79,18 @@ func newRangeServer(t *testing.T, size int) *rangeServer {
 		s.mu.Unlock()
 		if s.hold != nil {
 			s.hold(start, w, r)
+		}
+		s.mu.Lock()
+		s.inFlight++
+		s.maxInFlight = max(s.maxInFlight, s.inFlight)
+		s.mu.Unlock()
+		defer func() {
+			s.mu.Lock()
+			s.inFlight--
+			s.mu.Unlock()
+		}()
+		if s.pace > 0 {
+			w = pacedWriter{w, s.pace}
 		}
 		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(s.blob))
 	}))
@@ -199,7 +237,7 @@ func TestParallelRangeRetryEvent(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var got []progress.Event
-	opts := Options{PullRangeSize: rangeSize, Retry: fastRetry, Observer: progress.Func(func(e progress.Event) {
+	opts := Options{PullConnections: DefaultPullConnections, PullRangeSize: rangeSize, Retry: fastRetry, Observer: progress.Func(func(e progress.Event) {
 		mu.Lock()
 		got = append(got, e)
 		mu.Unlock()
@@ -281,5 +319,112 @@ func TestParallelAbandonedReaderDoesNotStarveOthers(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("a second blob waited for buffers an idle reader holds")
+	}
+}
+
+// readSlowly reads rc the way a slow destination does: a millisecond for
+// every 8 KiB.
+func readSlowly(rc io.Reader) ([]byte, error) {
+	var out bytes.Buffer
+	buf := make([]byte, 8<<10)
+	for {
+		n, err := rc.Read(buf)
+		out.Write(buf[:n])
+		if err == io.EOF {
+			return out.Bytes(), nil
+		}
+		if err != nil {
+			return out.Bytes(), err
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// With PullConnections left at 0 a blob's first range comes over one
+// connection, timed. A reader that waits on it for less than half the
+// time (the destination, not the link, is the limit) gets the rest over
+// that one connection: two requests in all, no range buffered, and no
+// attempt counted for the planned reconnect.
+func TestAdaptivePullKeepsOneConnectionWhenTheReaderIsTheLimit(t *testing.T) {
+	checkLeaks(t)
+	const rangeSize = 64 << 10
+	s := newRangeServer(t, 8*rangeSize)
+	var mu sync.Mutex
+	var got []progress.Event
+	opts := Options{PullRangeSize: rangeSize, Retry: fastRetry, Observer: progress.Func(func(e progress.Event) {
+		mu.Lock()
+		got = append(got, e)
+		mu.Unlock()
+	})}
+	rc, err := OpenURL(context.Background(), s.source(), s.desc, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := readSlowly(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(b, s.blob) {
+		t.Fatalf("read %d bytes: %v", len(b), err)
+	}
+	s.mu.Lock()
+	starts := append([]int64(nil), s.starts...)
+	s.mu.Unlock()
+	if len(starts) != 2 || starts[0] != 0 || starts[1] != rangeSize {
+		t.Fatalf("requests at %v; want the measured range at 0, then the rest at %d", starts, rangeSize)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var notes []string
+	for _, e := range got {
+		if e.Kind == progress.Note {
+			notes = append(notes, e.Reason)
+		}
+		if e.Kind == progress.Retrying || e.Kind == progress.Resumed || e.Attempt > 1 {
+			t.Errorf("a planned reconnect reported as a retry: %+v", e)
+		}
+	}
+	if len(notes) != 1 || !strings.Contains(notes[0], "one connection keeps up") {
+		t.Fatalf("notes %q; want one saying one connection keeps up", notes)
+	}
+}
+
+// A link that caps each connection: the reader waits on the measured range
+// nearly all the time, and the rest comes in ranges over several
+// connections at once.
+func TestAdaptivePullSplitsWhenTheLinkIsTheLimit(t *testing.T) {
+	checkLeaks(t)
+	const rangeSize = 64 << 10
+	s := newRangeServer(t, 16*rangeSize)
+	s.pace = time.Millisecond // 4 KiB per millisecond per connection
+	var notes sync.Map
+	opts := Options{PullRangeSize: rangeSize, Retry: fastRetry, Observer: progress.Func(func(e progress.Event) {
+		if e.Kind == progress.Note {
+			notes.Store(e.Reason, true)
+		}
+	})}
+	rc, err := OpenURL(context.Background(), s.source(), s.desc, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(b, s.blob) {
+		t.Fatalf("read %d bytes: %v", len(b), err)
+	}
+	s.mu.Lock()
+	starts, peak := append([]int64(nil), s.starts...), s.maxInFlight
+	s.mu.Unlock()
+	if len(starts) != 16 || starts[0] != 0 {
+		t.Fatalf("requests at %v; want the measured range, then 15 ranges", starts)
+	}
+	if peak < 2 {
+		t.Fatalf("at most %d request(s) at once; want several", peak)
+	}
+	var split bool
+	notes.Range(func(k, _ any) bool {
+		split = split || strings.Contains(k.(string), "fetching the rest in ranges")
+		return true
+	})
+	if !split {
+		t.Fatal("no note of the split")
 	}
 }

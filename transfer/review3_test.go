@@ -381,7 +381,7 @@ func TestReview3TrackerCountsRangeAttemptsAsBlobAttempts(t *testing.T) {
 		}
 	}
 	tr := progress.NewTracker()
-	rc, err := OpenURL(context.Background(), s.source(), s.desc, Options{PullRangeSize: rangeSize, Retry: fastRetry, Observer: tr})
+	rc, err := OpenURL(context.Background(), s.source(), s.desc, Options{PullConnections: DefaultPullConnections, PullRangeSize: rangeSize, Retry: fastRetry, Observer: tr})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -101,6 +102,10 @@ type rangedSource struct {
 	// single holds the digests that go over one connection: the server
 	// did not serve one of their ranges as asked.
 	single sync.Map // digest.Digest -> struct{}
+	// measured holds, for the digests whose first range was read over one
+	// connection to learn what limits the pull (pullConfig.adaptive),
+	// whether the rest goes over several.
+	measured sync.Map // digest.Digest -> bool
 }
 
 // network: a chain of local stores (mirror layouts over a layout origin)
@@ -117,20 +122,116 @@ func (s *rangedSource) open(ctx context.Context, desc ocispec.Descriptor, offset
 		rc, err := s.openRange(ctx, desc, 0, desc.Size, ev)
 		return rc, offset, err
 	}
-	if s.parallel(desc, offset, end, ev) {
+	switch s.split(desc, offset, end, ev) {
+	case splitRanges:
 		return s.openParallel(ctx, desc, offset, end, ev, state)
+	case splitMeasure:
+		return s.openMeasured(ctx, desc, offset, ev)
 	}
 	return s.openSingle(ctx, desc, offset, end, ev)
 }
 
 func (s *rangedSource) parallel(desc ocispec.Descriptor, offset, end int64, ev *blobEvents) bool {
+	return s.split(desc, offset, end, ev) == splitRanges
+}
+
+// How a read of a blob is split across connections.
+const (
+	splitNone    = iota // one connection
+	splitRanges         // concurrent ranged GETs (parallelBody)
+	splitMeasure        // the next range over one connection, measured
+)
+
+func (s *rangedSource) split(desc ocispec.Descriptor, offset, end int64, ev *blobEvents) int {
 	if ev == nil || isManifest(desc) || !s.par.worth(end-offset) {
-		return false
+		return splitNone
 	}
 	_, ignored := s.rangeIgnored.Load(desc.Digest)
 	_, single := s.single.Load(desc.Digest)
-	return !ignored && !single
+	if ignored || single {
+		return splitNone
+	}
+	if !s.par.adaptive {
+		return splitRanges
+	}
+	switch many, known := s.measured.Load(desc.Digest); {
+	case !known:
+		return splitMeasure
+	case many.(bool):
+		return splitRanges
+	}
+	return splitNone
 }
+
+// networkBound is the share of a measured range's read time the reader
+// spent waiting on its connection at or above which more connections are
+// worth their cost. Below it the destination (hashing, writing, another
+// registry's upload) is what limits the pull, and the buffers that
+// reorder ranges would only add copies: on loopback one stream beat eight
+// connections by a third on two cores. A link that caps each connection
+// waits over 90% of the time; a reader on loopback under 35%.
+const networkBound = 0.5
+
+// openMeasured reads desc's next range over one connection and times it:
+// how long the reader waited inside Read against the wall time from its
+// first Read to its last byte. That decides how the rest of the blob is
+// read (split). The healing reader stops at the range's end (segmentEnd)
+// and opens again, which is not a retry.
+func (s *rangedSource) openMeasured(ctx context.Context, desc ocispec.Descriptor, offset int64, ev *blobEvents) (io.ReadCloser, int64, error) {
+	end := offset + s.par.rangeSize
+	rc, skip, err := s.openSingle(ctx, desc, offset, end, ev)
+	if _, ignored := s.rangeIgnored.Load(desc.Digest); err != nil || ignored {
+		// The whole blob came (a cold pull-through cache streams what it
+		// fetches): one connection it is, to the end.
+		return rc, skip, err
+	}
+	return &measuredBody{rc: rc, left: end - offset, end: end, decide: func(waited float64) {
+		many := waited >= networkBound
+		if _, loaded := s.measured.LoadOrStore(desc.Digest, many); loaded {
+			return
+		}
+		pct := int(waited*100 + 0.5)
+		if many {
+			ev.note(fmt.Sprintf("one connection waited on the network %d%% of the time; fetching the rest in ranges", pct))
+		} else {
+			ev.note(fmt.Sprintf("one connection keeps up (it waited on the network %d%% of the time); fetching the rest over it", pct))
+		}
+	}}, 0, nil
+}
+
+// measuredBody times the reads of one range; decide is called once the
+// range was read whole.
+type measuredBody struct {
+	rc      io.ReadCloser
+	left    int64 // bytes to the range's end
+	end     int64
+	first   time.Time
+	waited  time.Duration
+	decide  func(waited float64)
+	decided bool
+}
+
+func (b *measuredBody) segmentEnd() int64 { return b.end }
+
+func (b *measuredBody) Read(p []byte) (int, error) {
+	start := time.Now()
+	if b.first.IsZero() {
+		b.first = start
+	}
+	n, err := b.rc.Read(p)
+	now := time.Now()
+	b.waited += now.Sub(start)
+	b.left -= int64(n)
+	if b.left <= 0 && !b.decided {
+		b.decided = true
+		if wall := now.Sub(b.first); wall > 0 {
+			b.decide(float64(b.waited) / float64(wall))
+		}
+	}
+	return n, err
+}
+
+func (b *measuredBody) Close() error { return b.rc.Close() }
 
 // openSingle reads desc's bytes [offset, end) over one connection: a
 // closed range to where the reader stops (a kept span, Options.StateDir,
@@ -422,9 +523,13 @@ func (r *healingReader) drop() {
 }
 
 func (r *healingReader) open() {
-	actx, cancel := r.ret.Begin(r.ctx, r.offset)
 	hop := r.hop
 	r.hop = false
+	begin := r.ret.Begin
+	if hop {
+		begin = r.ret.Continue
+	}
+	actx, cancel := begin(r.ctx, r.offset)
 	if r.ret.Attempts() > 1 && r.ev != nil && !hop {
 		r.ev.attemptStarts(r.offset)
 	}
@@ -461,6 +566,10 @@ func (r *healingReader) open() {
 		return
 	}
 	_, r.own = body.(*parallelBody)
+	if seg, ok := body.(interface{ segmentEnd() int64 }); ok {
+		// A measured range: the reader opens again at its end.
+		r.bodyEnd = min(r.bodyEnd, seg.segmentEnd())
+	}
 	if parallel && !r.own {
 		// It fell back to one connection: watch that one.
 		stop = watch(r.wd, r.moved, r.active.elapsed, r.ret.Cancel)
