@@ -126,7 +126,10 @@ func TestMirrorDiesMidBlob(t *testing.T) {
 	tr := progress.NewTracker()
 	ev := &events{}
 	dst := newLayout(t)
-	opts := transfer.Options{Retry: fast(4), Observer: progress.Multi(tr, ev), Mirrors: []transfer.Mirror{{Name: "cache", Target: m.mirror}}}
+	// Several connections: each range that breaks on the dying cache
+	// counts, and two breaks set it aside (one is a transient failure).
+	opts := transfer.Options{Retry: fast(4), Observer: progress.Multi(tr, ev), Mirrors: []transfer.Mirror{{Name: "cache", Target: m.mirror}},
+		PullConnections: transfer.DefaultPullConnections}
 	if _, err := transfer.Copy(context.Background(), m.src, "v1", dst, "", opts); err != nil {
 		t.Fatal(err)
 	}

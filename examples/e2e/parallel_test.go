@@ -106,7 +106,7 @@ func TestParallelPullRangeIgnored(t *testing.T) {
 	gets := reg.Inject(registrytest.Rule{Kind: registrytest.BlobGet, Digest: a.layers[0].Digest}) // counts
 	ev := &events{}
 	dst := newLayout(t)
-	if _, err := transfer.Copy(context.Background(), src, "v1", dst, "", transfer.Options{Retry: fast(3), Observer: ev}); err != nil {
+	if _, err := transfer.Copy(context.Background(), src, "v1", dst, "", transfer.Options{Retry: fast(3), Observer: ev, PullConnections: transfer.DefaultPullConnections}); err != nil {
 		t.Fatal(err)
 	}
 	verifyStore(t, dst, a)
@@ -151,7 +151,7 @@ func TestParallelPullRangeNeverAdvances(t *testing.T) {
 	ev := &events{}
 	start := time.Now()
 	_, err := transfer.Copy(context.Background(), src, "v1", dst, "", transfer.Options{
-		Retry: fast(3), Observer: ev, StallTimeout: time.Second, PullRangeSize: 8 * MiB})
+		Retry: fast(3), Observer: ev, StallTimeout: time.Second, PullConnections: transfer.DefaultPullConnections, PullRangeSize: 8 * MiB})
 	if err == nil {
 		t.Fatal("copy succeeded with a range that never advances")
 	}
@@ -198,7 +198,7 @@ func TestParallelPullCancel(t *testing.T) {
 			once.Do(func() { cancelled = time.Now(); cancel() })
 		}
 	})
-	_, err := transfer.Copy(ctx, src, "v1", newLayout(t), "", transfer.Options{Retry: fast(3), Observer: obs, PullRangeSize: 4 * MiB})
+	_, err := transfer.Copy(ctx, src, "v1", newLayout(t), "", transfer.Options{Retry: fast(3), Observer: obs, PullConnections: transfer.DefaultPullConnections, PullRangeSize: 4 * MiB})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
@@ -221,7 +221,7 @@ func TestParallelPullBacksOffConnections(t *testing.T) {
 	ev := &events{}
 	dst := newLayout(t)
 	if _, err := transfer.Copy(context.Background(), src, "v1", dst, "", transfer.Options{
-		Retry: fast(4), Observer: ev, PullRangeSize: 2 * MiB}); err != nil {
+		Retry: fast(4), Observer: ev, PullConnections: transfer.DefaultPullConnections, PullRangeSize: 2 * MiB}); err != nil {
 		t.Fatal(err)
 	}
 	verifyStore(t, dst, a)
@@ -333,7 +333,7 @@ func TestParallelPullFollowsRedirectsPerRange(t *testing.T) {
 		return false
 	}, nil)
 	src := proxy.repo(t, reg, "redirected")
-	opts := transfer.Options{Retry: fast(3), PullRangeSize: 8 * MiB}
+	opts := transfer.Options{Retry: fast(3), PullConnections: transfer.DefaultPullConnections, PullRangeSize: 8 * MiB}
 	dst := newLayout(t)
 	if _, err := oras.Copy(context.Background(), transfer.Wrap(src, opts), "v1", dst, "v1", oras.DefaultCopyOptions); err != nil {
 		t.Fatal(err)
@@ -348,5 +348,37 @@ func TestParallelPullFollowsRedirectsPerRange(t *testing.T) {
 		if !strings.HasPrefix(r, "bytes=") {
 			t.Fatalf("storage GET %d without its Range: %q", i, storageRanges)
 		}
+	}
+}
+
+// With the zero Options, a registry whose every connection is capped (as
+// object stores and CDNs cap them) gets the blob's first range over one
+// connection, timed; the reader waited on it nearly all the time, so the
+// rest comes in ranges over several connections at once.
+func TestAdaptivePullSplitsOnACappedLink(t *testing.T) {
+	t.Parallel() // waits on the cap more than it computes
+	reg := registrytest.New(t)
+	a := newArtifact(t, 16*MiB)
+	layer := a.layers[0]
+	seed(t, reg, "capped", a)
+	reg.SetBandwidth(8*MiB, 0)
+	src, counter := countedRepo(t, reg, "capped", layer.Digest)
+	ev := &events{}
+	dst := newLayout(t)
+	if _, err := transfer.Copy(context.Background(), src, "v1", dst, "", transfer.Options{Retry: fast(3), Observer: ev, PullRangeSize: 2 * MiB}); err != nil {
+		t.Fatal(err)
+	}
+	verifyStore(t, dst, a)
+	counter.mu.Lock()
+	starts := append([]int(nil), counter.starts...)
+	counter.mu.Unlock()
+	if len(starts) != 8 || starts[0] != 1 || maxOf(starts) < 4 {
+		t.Fatalf("blob GETs open as each began: %v; want the measured range alone, then 7 ranges, 4 or more at once", starts)
+	}
+	if len(ev.notesContaining("fetching the rest in ranges")) != 1 {
+		t.Fatalf("notes %v", ev.reasons(progress.Note))
+	}
+	if r := ratio(reg.Stats().Kinds[registrytest.BlobGet].ResponseBodyBytes, payload(a)); r > 1.01 {
+		t.Fatalf("blob GET body bytes / payload = %.3f", r)
 	}
 }
