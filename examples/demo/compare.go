@@ -85,7 +85,7 @@ func (d *demo) plainRun(ctx context.Context, name string, reg *registrytest.Regi
 	err := copy(cctx)
 	elapsed := time.Since(start)
 	cancel()
-	reg.ClearFaults()
+	clearPlan(reg)
 
 	r := plainResult{name: name, err: err, elapsed: elapsed}
 	r.stalled = errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil

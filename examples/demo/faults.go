@@ -16,6 +16,9 @@ import (
 // 200 ms initial backoff, so honouring it is visible in the log.
 const retryAfter = time.Second
 
+// pullPerConn caps each connection of the pull phase.
+const pullPerConn = 64 << 20
+
 // faultPlan is the set of wire faults of one phase. The same plan is
 // injected again for the plain oras.Copy comparison, so both meet the same
 // link.
@@ -25,6 +28,9 @@ type faultPlan []plannedFault
 type plannedFault struct {
 	rule registrytest.Rule
 	text string
+	// perConn, if set, replaces rule: every connection is capped at
+	// perConn bytes per second downloaded.
+	perConn int64
 }
 
 // pushFaults breaks uploads: every body is reset at each multiple of
@@ -40,15 +46,15 @@ type plannedFault struct {
 // report says how often each fault applied.
 func pushFaults(period int64) faultPlan {
 	return faultPlan{
-		{registrytest.Rule{Kind: registrytest.UploadPatch | registrytest.UploadPut, Action: registrytest.ResetEvery(period)},
-			"upload bodies: TCP reset at every " + ui.Bytes(period) + " boundary of each blob"},
-		{registrytest.Rule{Kind: registrytest.UploadPost, Times: 2, Action: registrytest.Respond(503).WithRetryAfter(retryAfter)},
-			fmt.Sprintf("upload starts: the first 2 answered 503 with Retry-After: %s", retryAfter)},
+		{rule: registrytest.Rule{Kind: registrytest.UploadPatch | registrytest.UploadPut, Action: registrytest.ResetEvery(period)},
+			text: "upload bodies: TCP reset at every " + ui.Bytes(period) + " boundary of each blob"},
+		{rule: registrytest.Rule{Kind: registrytest.UploadPost, Times: 2, Action: registrytest.Respond(503).WithRetryAfter(retryAfter)},
+			text: fmt.Sprintf("upload starts: the first 2 answered 503 with Retry-After: %s", retryAfter)},
 		// The next two count PATCHes only, so they never pick the same one.
-		{registrytest.Rule{Kind: registrytest.UploadPatch, Skip: 2, Times: 1, Action: registrytest.Respond(503).WithRetryAfter(retryAfter)},
-			fmt.Sprintf("upload PATCH #3: 503 with Retry-After: %s", retryAfter)},
-		{registrytest.Rule{Kind: registrytest.UploadPatch, Skip: 4, Times: 1, Action: registrytest.Stall(0)},
-			"upload PATCH #5: the registry reads none of its body (stall)"},
+		{rule: registrytest.Rule{Kind: registrytest.UploadPatch, Skip: 2, Times: 1, Action: registrytest.Respond(503).WithRetryAfter(retryAfter)},
+			text: fmt.Sprintf("upload PATCH #3: 503 with Retry-After: %s", retryAfter)},
+		{rule: registrytest.Rule{Kind: registrytest.UploadPatch, Skip: 4, Times: 1, Action: registrytest.Stall(0)},
+			text: "upload PATCH #5: the registry reads none of its body (stall)"},
 	}
 }
 
@@ -58,18 +64,25 @@ func pushFaults(period int64) faultPlan {
 // connections in ranges (8 MiB by default) that rarely cross a period's
 // boundary, so eight responses are also cut after cutAt bytes: each of
 // those ranges breaks and heals on its own while the others go on.
+//
+// Every connection is also capped at pullPerConn, as object stores and CDNs
+// cap each connection: sturdy times its first range of each shard over one
+// connection, sees the link is the limit, and fetches the rest in ranges.
+// (On an uncapped loopback one connection keeps up with the destination,
+// and that is what it would keep.)
 func pullFaults(period int64, shard1, shard2 digest.Digest) faultPlan {
 	stallAt := min(1<<20, period/2)
 	cutAt := 5 * transfer.DefaultPullRangeSize / 8
 	return faultPlan{
-		{registrytest.Rule{Kind: registrytest.BlobGet, Action: registrytest.ResetEvery(period)},
-			"blob GETs: TCP reset at every " + ui.Bytes(period) + " boundary of each blob"},
-		{registrytest.Rule{Kind: registrytest.BlobGet, Skip: 8, Times: 8, Action: registrytest.ResetAfter(cutAt)},
-			"blob GETs #9 to #16: cut after " + ui.Bytes(cutAt) + " (TCP reset)"},
-		{registrytest.Rule{Kind: registrytest.BlobGet, Digest: shard1, Times: 2, Action: registrytest.Respond(503).WithRetryAfter(retryAfter)},
-			fmt.Sprintf("shard 1: its first 2 GETs answered 503 with Retry-After: %s", retryAfter)},
-		{registrytest.Rule{Kind: registrytest.BlobGet, Digest: shard2, Skip: 1, Times: 1, Action: registrytest.Stall(stallAt)},
-			"shard 2: its second GET stops sending after " + ui.Bytes(stallAt) + " (stall)"},
+		{perConn: pullPerConn, text: "every connection capped at " + ui.Bytes(pullPerConn) + "/s down (a per-connection limit, as object stores and CDNs have)"},
+		{rule: registrytest.Rule{Kind: registrytest.BlobGet, Action: registrytest.ResetEvery(period)},
+			text: "blob GETs: TCP reset at every " + ui.Bytes(period) + " boundary of each blob"},
+		{rule: registrytest.Rule{Kind: registrytest.BlobGet, Skip: 8, Times: 8, Action: registrytest.ResetAfter(cutAt)},
+			text: "blob GETs #9 to #16: cut after " + ui.Bytes(cutAt) + " (TCP reset)"},
+		{rule: registrytest.Rule{Kind: registrytest.BlobGet, Digest: shard1, Times: 2, Action: registrytest.Respond(503).WithRetryAfter(retryAfter)},
+			text: fmt.Sprintf("shard 1: its first 2 GETs answered 503 with Retry-After: %s", retryAfter)},
+		{rule: registrytest.Rule{Kind: registrytest.BlobGet, Digest: shard2, Skip: 1, Times: 1, Action: registrytest.Stall(stallAt)},
+			text: "shard 2: its second GET stops sending after " + ui.Bytes(stallAt) + " (stall)"},
 	}
 }
 
@@ -77,18 +90,33 @@ func pullFaults(period int64, shard1, shard2 digest.Digest) faultPlan {
 // them, to ask afterwards how often each applied.
 func (p faultPlan) inject(reg *registrytest.Registry) []*registrytest.Fault {
 	reg.ClearFaults()
+	reg.SetBandwidth(0, 0)
 	faults := make([]*registrytest.Fault, len(p))
 	for i, f := range p {
+		if f.perConn > 0 {
+			reg.SetBandwidth(f.perConn, 0)
+			continue
+		}
 		faults[i] = reg.Inject(f.rule)
 	}
 	return faults
 }
 
-// applied reports how many requests each fault acted on, in plan order.
+// clear ends the plan's faults, a stall nobody came back for included.
+func clearPlan(reg *registrytest.Registry) {
+	reg.ClearFaults()
+	reg.SetBandwidth(0, 0)
+}
+
+// applied reports how many requests each fault acted on, in plan order;
+// -1 for a cap, which acts on every connection.
 func applied(faults []*registrytest.Fault) []int {
 	n := make([]int, len(faults))
 	for i, f := range faults {
-		n[i] = f.Applied()
+		n[i] = -1
+		if f != nil {
+			n[i] = f.Applied()
+		}
 	}
 	return n
 }

@@ -411,7 +411,7 @@ func (d *demo) phase(ctx context.Context, name, from, to string, reg *registryte
 	err := copy(ctx, d.options(progress.Multi(tracker, display)))
 	elapsed := time.Since(start)
 	display.Close()
-	reg.ClearFaults() // also releases a stall nobody came back for
+	clearPlan(reg)
 
 	r := phaseResult{name: name, summary: tracker.Summary(), stats: reg.Stats(), elapsed: elapsed, err: err,
 		plan: plan, applied: applied(faults)}

@@ -48,6 +48,10 @@ func (d *demo) report(r phaseResult) {
 	}
 	writeKinds(d.out, r.stats, "           ")
 	for i, f := range r.plan {
+		if r.applied[i] < 0 {
+			fmt.Fprintf(d.out, "  link     %s\n", f.text)
+			continue
+		}
 		fmt.Fprintf(d.out, "  fault    %s: applied to %d request(s)\n", f.text, r.applied[i])
 	}
 	if r.err != nil {
