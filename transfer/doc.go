@@ -65,19 +65,21 @@
 // Resumed events of one range carry it in progress.Event.Range.
 //
 // With Options.PullConnections left at 0, more connections are opened only
-// where they help. Such a blob's first range is read over one connection,
-// straight into the destination, and timed: if the reader spent at least
-// half of that time waiting on the connection, the link is the limit (a
-// per-connection cap, a long path) and the rest is fetched in ranges;
-// otherwise the destination is the limit (hashing and writing, another
-// registry's upload, a client sharing its cores with the registry on
-// loopback) and the rest comes over that one connection, because
-// reordering ranges in buffers would only add copies. Both outcomes are
-// reported in a progress.Note. The cost is one range at one connection's
-// speed per blob on a capped link. The decision holds for the blob for
-// the rest of the Copy, and a read it continues after a failure is not
-// measured again. With mirrors, it is made on whichever source served the
-// first range. PullConnections above 1 always splits, and 1 never does.
+// where they help. Such a blob's first ranges are read over one
+// connection, one range per request, straight into the destination, and
+// timed until they add up to 200 ms of reading or 8 ranges: if the reader
+// spent at least half of that time waiting on the connection, the link is
+// the limit (a per-connection cap, a long path) and the rest is fetched in
+// ranges; otherwise the destination is the limit (hashing and writing,
+// another registry's upload, a client sharing its cores with the registry
+// on loopback) and the rest comes over one connection, because reordering
+// ranges in buffers would only add copies. Both outcomes are reported in a
+// progress.Note. On a capped link the cost is about 200 ms at one
+// connection's speed per blob (one range at 32 MiB/s). The decision holds
+// for the blob for the rest of the Copy; a read continued after a failure
+// is not measured again. With mirrors, it is made on whichever source
+// served the measured ranges. PullConnections above 1 always splits, and 1
+// never does.
 //
 // Memory is bounded by a window: at most 2 x PullConnections ranges are
 // held (fetched or fetching) ahead of the one being read, so a slow first

@@ -85,9 +85,9 @@ type Options struct {
 	// ranged GETs, each continuing from its own last byte under its own
 	// retry loop, and handed to the destination as one ordered stream,
 	// verified as a whole. 0 means up to DefaultPullConnections where the
-	// link, not the destination, is the limit: a blob's first range comes
-	// over one connection and the rest is split only if the reader waited
-	// on it at least half the time (see the package doc, "Many
+	// link, not the destination, is the limit: a blob's first ranges come
+	// over one connection, timed, and the rest is split only if the reader
+	// waited on them at least half the time (see the package doc, "Many
 	// connections per blob"). N > 1 always splits over N; 1 fetches every
 	// blob over one connection. A registry that answers 429 or 503 to a
 	// range gets half as many connections for the rest of that blob; one

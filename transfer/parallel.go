@@ -23,7 +23,7 @@ type pullConfig struct {
 	wd        watchdogConfig
 	conns     int   // per blob
 	rangeSize int64 // bytes per ranged GET
-	// adaptive (PullConnections left at 0): a blob's first range comes
+	// adaptive (PullConnections left at 0): a blob's first ranges come
 	// over one connection, and the rest over several only if the reader
 	// waited on that connection for at least half the time.
 	adaptive bool

@@ -340,15 +340,16 @@ func readSlowly(rc io.Reader) ([]byte, error) {
 	}
 }
 
-// With PullConnections left at 0 a blob's first range comes over one
-// connection, timed. A reader that waits on it for less than half the
-// time (the destination, not the link, is the limit) gets the rest over
-// that one connection: two requests in all, no range buffered, and no
-// attempt counted for the planned reconnect.
+// With PullConnections left at 0 a blob's first ranges come over one
+// connection, one after the other, timed (here measureRanges of them: each
+// is over in milliseconds). A reader that waits on them for less than half
+// the time (the destination, not the link, is the limit) gets the rest
+// over one connection in one request: never two requests at once, and no
+// attempt counted for the planned reconnects.
 func TestAdaptivePullKeepsOneConnectionWhenTheReaderIsTheLimit(t *testing.T) {
 	checkLeaks(t)
 	const rangeSize = 64 << 10
-	s := newRangeServer(t, 8*rangeSize)
+	s := newRangeServer(t, 2*measureRanges*rangeSize)
 	var mu sync.Mutex
 	var got []progress.Event
 	opts := Options{PullRangeSize: rangeSize, Retry: fastRetry, Observer: progress.Func(func(e progress.Event) {
@@ -366,10 +367,15 @@ func TestAdaptivePullKeepsOneConnectionWhenTheReaderIsTheLimit(t *testing.T) {
 		t.Fatalf("read %d bytes: %v", len(b), err)
 	}
 	s.mu.Lock()
-	starts := append([]int64(nil), s.starts...)
+	starts, peak := append([]int64(nil), s.starts...), s.maxInFlight
 	s.mu.Unlock()
-	if len(starts) != 2 || starts[0] != 0 || starts[1] != rangeSize {
-		t.Fatalf("requests at %v; want the measured range at 0, then the rest at %d", starts, rangeSize)
+	if len(starts) != measureRanges+1 || peak != 1 {
+		t.Fatalf("requests at %v, %d at once; want %d measured ranges, then the rest, one at a time", starts, peak, measureRanges)
+	}
+	for i, st := range starts {
+		if st != int64(i)*rangeSize {
+			t.Fatalf("requests at %v: want them in order, a range apart", starts)
+		}
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -387,8 +393,8 @@ func TestAdaptivePullKeepsOneConnectionWhenTheReaderIsTheLimit(t *testing.T) {
 	}
 }
 
-// A link that caps each connection: the reader waits on the measured range
-// nearly all the time, and the rest comes in ranges over several
+// A link that caps each connection: the reader waits on the measured
+// ranges nearly all the time, and the rest comes in ranges over several
 // connections at once.
 func TestAdaptivePullSplitsWhenTheLinkIsTheLimit(t *testing.T) {
 	checkLeaks(t)
@@ -414,7 +420,7 @@ func TestAdaptivePullSplitsWhenTheLinkIsTheLimit(t *testing.T) {
 	starts, peak := append([]int64(nil), s.starts...), s.maxInFlight
 	s.mu.Unlock()
 	if len(starts) != 16 || starts[0] != 0 {
-		t.Fatalf("requests at %v; want the measured range, then 15 ranges", starts)
+		t.Fatalf("requests at %v; want the measured ranges, then the others, one request per range", starts)
 	}
 	if peak < 2 {
 		t.Fatalf("at most %d request(s) at once; want several", peak)
@@ -426,5 +432,42 @@ func TestAdaptivePullSplitsWhenTheLinkIsTheLimit(t *testing.T) {
 	})
 	if !split {
 		t.Fatal("no note of the split")
+	}
+}
+
+// The measurement decides once the ranges add up to measureFor or number
+// measureRanges, on the share of the time the reader waited, and then
+// holds.
+func TestLinkMeasureDecides(t *testing.T) {
+	ms := time.Millisecond
+	for _, tc := range []struct {
+		name    string
+		ranges  [][2]time.Duration // waited, wall
+		decides int                // the range that decides, from 1; 0: none
+		many    bool
+	}{
+		{"slow link, one long range", [][2]time.Duration{{240 * ms, 250 * ms}}, 1, true},
+		{"reader-bound, one long range", [][2]time.Duration{{60 * ms, 250 * ms}}, 1, false},
+		{"fast ranges add up to measureFor", [][2]time.Duration{{30 * ms, 80 * ms}, {30 * ms, 80 * ms}, {60 * ms, 80 * ms}}, 3, true},
+		{"half is enough", [][2]time.Duration{{100 * ms, 200 * ms}}, 1, true},
+		{"very fast ranges stop at measureRanges", [][2]time.Duration{{ms, 10 * ms}, {ms, 10 * ms}, {ms, 10 * ms}, {ms, 10 * ms}, {ms, 10 * ms}, {ms, 10 * ms}, {ms, 10 * ms}, {ms, 10 * ms}, {ms, 10 * ms}}, measureRanges, false},
+		{"undecided", [][2]time.Duration{{ms, 10 * ms}}, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var m linkMeasure
+			decidedAt := 0
+			for i, r := range tc.ranges {
+				if now, _ := m.add(r[0], r[1]); now {
+					if decidedAt != 0 {
+						t.Fatalf("decided again at range %d", i+1)
+					}
+					decidedAt = i + 1
+				}
+			}
+			decided, many := m.outcome()
+			if decidedAt != tc.decides || decided != (tc.decides != 0) || many != tc.many {
+				t.Fatalf("decided at range %d (%v), many %v; want range %d, many %v", decidedAt, decided, many, tc.decides, tc.many)
+			}
+		})
 	}
 }

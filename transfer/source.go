@@ -102,10 +102,11 @@ type rangedSource struct {
 	// single holds the digests that go over one connection: the server
 	// did not serve one of their ranges as asked.
 	single sync.Map // digest.Digest -> struct{}
-	// measured holds, for the digests whose first range was read over one
-	// connection to learn what limits the pull (pullConfig.adaptive),
-	// whether the rest goes over several.
-	measured sync.Map // digest.Digest -> bool
+	// measured holds, for the digests whose first ranges are read over
+	// one connection to learn what limits the pull (pullConfig.adaptive),
+	// what was measured and, once decided, whether the rest goes over
+	// several.
+	measured sync.Map // digest.Digest -> *linkMeasure
 }
 
 // network: a chain of local stores (mirror layouts over a layout origin)
@@ -154,10 +155,14 @@ func (s *rangedSource) split(desc ocispec.Descriptor, offset, end int64, ev *blo
 	if !s.par.adaptive {
 		return splitRanges
 	}
-	switch many, known := s.measured.Load(desc.Digest); {
-	case !known:
+	v, ok := s.measured.Load(desc.Digest)
+	if !ok {
 		return splitMeasure
-	case many.(bool):
+	}
+	switch decided, many := v.(*linkMeasure).outcome(); {
+	case !decided:
+		return splitMeasure
+	case many:
 		return splitRanges
 	}
 	return splitNone
@@ -172,11 +177,53 @@ func (s *rangedSource) split(desc ocispec.Descriptor, offset, end int64, ev *blo
 // waits over 90% of the time; a reader on loopback under 35%.
 const networkBound = 0.5
 
+// A blob's ranges are measured, one after the other over one connection,
+// until they add up to measureFor of reading or measureRanges ranges: on
+// a fast link one range is over in milliseconds, and one scheduling hiccup
+// would decide. A link slow enough to be worth splitting decides after its
+// first range or two.
+const (
+	measureFor    = 200 * time.Millisecond
+	measureRanges = 8
+)
+
+// linkMeasure adds up the measured ranges of one blob.
+type linkMeasure struct {
+	mu            sync.Mutex
+	waited, wall  time.Duration
+	ranges        int
+	decided, many bool
+}
+
+func (m *linkMeasure) outcome() (decided, many bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.decided, m.many
+}
+
+// add counts one measured range and reports whether that decided, and the
+// share of the time the reader waited.
+func (m *linkMeasure) add(waited, wall time.Duration) (decidedNow bool, share float64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.decided {
+		return false, 0
+	}
+	m.waited, m.wall, m.ranges = m.waited+waited, m.wall+wall, m.ranges+1
+	if m.wall < measureFor && m.ranges < measureRanges {
+		return false, 0
+	}
+	share = float64(m.waited) / float64(max(m.wall, 1))
+	m.decided, m.many = true, share >= networkBound
+	return true, share
+}
+
 // openMeasured reads desc's next range over one connection and times it:
 // how long the reader waited inside Read against the wall time from its
-// first Read to its last byte. That decides how the rest of the blob is
-// read (split). The healing reader stops at the range's end (segmentEnd)
-// and opens again, which is not a retry.
+// first Read to its last byte. Added up over the measured ranges, that
+// decides how the rest of the blob is read (split). The healing reader
+// stops at the range's end (segmentEnd) and opens again, which is not a
+// retry.
 func (s *rangedSource) openMeasured(ctx context.Context, desc ocispec.Descriptor, offset int64, ev *blobEvents) (io.ReadCloser, int64, error) {
 	end := offset + s.par.rangeSize
 	rc, skip, err := s.openSingle(ctx, desc, offset, end, ev)
@@ -185,13 +232,15 @@ func (s *rangedSource) openMeasured(ctx context.Context, desc ocispec.Descriptor
 		// fetches): one connection it is, to the end.
 		return rc, skip, err
 	}
-	return &measuredBody{rc: rc, left: end - offset, end: end, decide: func(waited float64) {
-		many := waited >= networkBound
-		if _, loaded := s.measured.LoadOrStore(desc.Digest, many); loaded {
+	v, _ := s.measured.LoadOrStore(desc.Digest, &linkMeasure{})
+	m := v.(*linkMeasure)
+	return &measuredBody{rc: rc, left: end - offset, end: end, done: func(waited, wall time.Duration) {
+		decided, share := m.add(waited, wall)
+		if !decided {
 			return
 		}
-		pct := int(waited*100 + 0.5)
-		if many {
+		pct := int(share*100 + 0.5)
+		if _, many := m.outcome(); many {
 			ev.note(fmt.Sprintf("one connection waited on the network %d%% of the time; fetching the rest in ranges", pct))
 		} else {
 			ev.note(fmt.Sprintf("one connection keeps up (it waited on the network %d%% of the time); fetching the rest over it", pct))
@@ -199,16 +248,17 @@ func (s *rangedSource) openMeasured(ctx context.Context, desc ocispec.Descriptor
 	}}, 0, nil
 }
 
-// measuredBody times the reads of one range; decide is called once the
-// range was read whole.
+// measuredBody times the reads of one range; done is called once the
+// range was read whole, with the time spent inside Read and the time from
+// the first Read to the last byte.
 type measuredBody struct {
-	rc      io.ReadCloser
-	left    int64 // bytes to the range's end
-	end     int64
-	first   time.Time
-	waited  time.Duration
-	decide  func(waited float64)
-	decided bool
+	rc     io.ReadCloser
+	left   int64 // bytes to the range's end
+	end    int64
+	first  time.Time
+	waited time.Duration
+	done   func(waited, wall time.Duration)
+	called bool
 }
 
 func (b *measuredBody) segmentEnd() int64 { return b.end }
@@ -222,11 +272,9 @@ func (b *measuredBody) Read(p []byte) (int, error) {
 	now := time.Now()
 	b.waited += now.Sub(start)
 	b.left -= int64(n)
-	if b.left <= 0 && !b.decided {
-		b.decided = true
-		if wall := now.Sub(b.first); wall > 0 {
-			b.decide(float64(b.waited) / float64(wall))
-		}
+	if b.left <= 0 && !b.called {
+		b.called = true
+		b.done(b.waited, now.Sub(b.first))
 	}
 	return n, err
 }

@@ -65,7 +65,7 @@ var contenderLabels = map[string]string{
 	cOras:        "oras-go `oras.Copy`, plain `auth.Client`",
 	cOrasDC:      "oras-go `oras.Copy`, `auth.DefaultClient` (retry transport)",
 	cRetry6:      "oras-go, 6 attempts per blob, restart from 0",
-	cSturdy:      "sturdy `transfer.Copy`, zero pull settings (a blob of two ranges or more over 8 ranged connections where its first range, over one, shows the link is the limit)",
+	cSturdy:      "sturdy `transfer.Copy`, zero pull settings (a blob of two ranges or more over 8 ranged connections where its first ranges, over one, show the link is the limit)",
 	cSturdy1:     "sturdy `transfer.Copy` with `PullConnections: 1` (one stream per blob; pulls only)",
 	cSturdyState: "sturdy `transfer.Copy` with a `StateDir` that the killed run and its re-run share (the killed scenario only)",
 }

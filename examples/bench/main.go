@@ -15,7 +15,7 @@
 //	retry6        per-blob loop of 6 attempts around oras-go Fetch/Push, each from byte 0
 //	sturdy        transfer.Copy; its pull settings at zero, so a blob of 16 MiB or more
 //	              is fetched as 8 MiB ranges over 8 connections where one connection
-//	              does not keep up (its first range, timed, decides)
+//	              does not keep up (its first ranges, timed, decide)
 //	sturdy-1conn  transfer.Copy with PullConnections: 1 (one stream per blob); pulls
 //	              only, the one direction where it differs from sturdy
 //	sturdy-state  transfer.Copy with a StateDir shared by a killed run and its

@@ -66,7 +66,7 @@ func pushFaults(period int64) faultPlan {
 // those ranges breaks and heals on its own while the others go on.
 //
 // Every connection is also capped at pullPerConn, as object stores and CDNs
-// cap each connection: sturdy times its first range of each shard over one
+// cap each connection: sturdy times the first ranges of each shard over one
 // connection, sees the link is the limit, and fetches the rest in ranges.
 // (On an uncapped loopback one connection keeps up with the destination,
 // and that is what it would keep.)
