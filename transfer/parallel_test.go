@@ -341,11 +341,11 @@ func readSlowly(rc io.Reader) ([]byte, error) {
 }
 
 // With PullConnections left at 0 a blob's first ranges come over one
-// connection, one after the other, timed (here measureRanges of them: each
-// is over in milliseconds). A reader that waits on them for less than half
-// the time (the destination, not the link, is the limit) gets the rest
-// over one connection in one request: never two requests at once, and no
-// attempt counted for the planned reconnects.
+// connection in requests of 1, 2 and 4 ranges, timed (here all of them:
+// each is over in milliseconds). A reader that waits on them for less than
+// half the time (the destination, not the link, is the limit) gets the
+// rest over one connection in one request: never two requests at once, and
+// no attempt counted for the planned reconnects.
 func TestAdaptivePullKeepsOneConnectionWhenTheReaderIsTheLimit(t *testing.T) {
 	checkLeaks(t)
 	const rangeSize = 64 << 10
@@ -369,13 +369,9 @@ func TestAdaptivePullKeepsOneConnectionWhenTheReaderIsTheLimit(t *testing.T) {
 	s.mu.Lock()
 	starts, peak := append([]int64(nil), s.starts...), s.maxInFlight
 	s.mu.Unlock()
-	if len(starts) != measureRanges+1 || peak != 1 {
-		t.Fatalf("requests at %v, %d at once; want %d measured ranges, then the rest, one at a time", starts, peak, measureRanges)
-	}
-	for i, st := range starts {
-		if st != int64(i)*rangeSize {
-			t.Fatalf("requests at %v: want them in order, a range apart", starts)
-		}
+	want := []int64{0, rangeSize, 3 * rangeSize, 7 * rangeSize}
+	if fmt.Sprint(starts) != fmt.Sprint(want) || peak != 1 {
+		t.Fatalf("requests at %v, %d at once; want %v (1, 2 and 4 ranges measured, then the rest), one at a time", starts, peak, want)
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -419,8 +415,10 @@ func TestAdaptivePullSplitsWhenTheLinkIsTheLimit(t *testing.T) {
 	s.mu.Lock()
 	starts, peak := append([]int64(nil), s.starts...), s.maxInFlight
 	s.mu.Unlock()
-	if len(starts) != 16 || starts[0] != 0 {
-		t.Fatalf("requests at %v; want the measured ranges, then the others, one request per range", starts)
+	// 16 ms a range: requests of 1, 2 and 4 ranges are measured, then 9
+	// ranges are split.
+	if len(starts) != 3+9 || starts[0] != 0 {
+		t.Fatalf("requests at %v; want the 3 measured requests, then one request per range", starts)
 	}
 	if peak < 2 {
 		t.Fatalf("at most %d request(s) at once; want several", peak)
@@ -442,22 +440,25 @@ func TestLinkMeasureDecides(t *testing.T) {
 	ms := time.Millisecond
 	for _, tc := range []struct {
 		name    string
-		ranges  [][2]time.Duration // waited, wall
-		decides int                // the range that decides, from 1; 0: none
+		reqs    [][2]time.Duration // waited, wall
+		decides int                // the request that decides, from 1; 0: none
 		many    bool
 	}{
-		{"slow link, one long range", [][2]time.Duration{{240 * ms, 250 * ms}}, 1, true},
-		{"reader-bound, one long range", [][2]time.Duration{{60 * ms, 250 * ms}}, 1, false},
-		{"fast ranges add up to measureFor", [][2]time.Duration{{30 * ms, 80 * ms}, {30 * ms, 80 * ms}, {60 * ms, 80 * ms}}, 3, true},
+		{"slow link, one long request", [][2]time.Duration{{240 * ms, 250 * ms}}, 1, true},
+		{"reader-bound, one long request", [][2]time.Duration{{60 * ms, 250 * ms}}, 1, false},
+		{"fast requests add up to measureFor", [][2]time.Duration{{30 * ms, 80 * ms}, {90 * ms, 130 * ms}}, 2, true},
 		{"half is enough", [][2]time.Duration{{100 * ms, 200 * ms}}, 1, true},
-		{"very fast ranges stop at measureRanges", [][2]time.Duration{{ms, 10 * ms}, {ms, 10 * ms}, {ms, 10 * ms}, {ms, 10 * ms}, {ms, 10 * ms}, {ms, 10 * ms}, {ms, 10 * ms}, {ms, 10 * ms}, {ms, 10 * ms}}, measureRanges, false},
+		{"very fast requests stop at measureRanges", [][2]time.Duration{{ms, 10 * ms}, {ms, 10 * ms}, {ms, 10 * ms}, {ms, 10 * ms}}, 3, false},
 		{"undecided", [][2]time.Duration{{ms, 10 * ms}}, 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var m linkMeasure
 			decidedAt := 0
-			for i, r := range tc.ranges {
-				if now, _ := m.add(r[0], r[1]); now {
+			var sizes []int
+			for i, r := range tc.reqs {
+				n := m.next()
+				sizes = append(sizes, n)
+				if now, _ := m.add(r[0], r[1], n); now {
 					if decidedAt != 0 {
 						t.Fatalf("decided again at range %d", i+1)
 					}
@@ -466,7 +467,12 @@ func TestLinkMeasureDecides(t *testing.T) {
 			}
 			decided, many := m.outcome()
 			if decidedAt != tc.decides || decided != (tc.decides != 0) || many != tc.many {
-				t.Fatalf("decided at range %d (%v), many %v; want range %d, many %v", decidedAt, decided, many, tc.decides, tc.many)
+				t.Fatalf("decided at request %d (%v), many %v; want request %d, many %v", decidedAt, decided, many, tc.decides, tc.many)
+			}
+			for i, n := range sizes[:min(len(sizes), 3)] {
+				if n != 1<<i {
+					t.Fatalf("requests of %v ranges; want 1, 2, 4", sizes)
+				}
 			}
 		})
 	}

@@ -127,7 +127,7 @@ func (s *rangedSource) open(ctx context.Context, desc ocispec.Descriptor, offset
 	case splitRanges:
 		return s.openParallel(ctx, desc, offset, end, ev, state)
 	case splitMeasure:
-		return s.openMeasured(ctx, desc, offset, ev)
+		return s.openMeasured(ctx, desc, offset, end, ev)
 	}
 	return s.openSingle(ctx, desc, offset, end, ev)
 }
@@ -177,22 +177,30 @@ func (s *rangedSource) split(desc ocispec.Descriptor, offset, end int64, ev *blo
 // waits over 90% of the time; a reader on loopback under 35%.
 const networkBound = 0.5
 
-// A blob's ranges are measured, one after the other over one connection,
-// until they add up to measureFor of reading or measureRanges ranges: on
-// a fast link one range is over in milliseconds, and one scheduling hiccup
-// would decide. A link slow enough to be worth splitting decides after its
-// first range or two.
+// A blob is measured over one connection in requests of 1, 2 and 4
+// ranges, until they add up to measureFor of reading or measureRanges
+// ranges: on a fast link one range is over in milliseconds, and one
+// scheduling hiccup would decide; every request ends the stream for the
+// time of a round trip, so they grow. A link slow enough to be worth
+// splitting decides after its first range.
 const (
 	measureFor    = 200 * time.Millisecond
-	measureRanges = 8
+	measureRanges = 7
 )
 
-// linkMeasure adds up the measured ranges of one blob.
+// linkMeasure adds up the measured requests of one blob.
 type linkMeasure struct {
 	mu            sync.Mutex
 	waited, wall  time.Duration
-	ranges        int
+	ranges, reqs  int
 	decided, many bool
+}
+
+// next returns how many ranges the next measured request asks for.
+func (m *linkMeasure) next() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return max(min(1<<m.reqs, measureRanges-m.ranges), 1)
 }
 
 func (m *linkMeasure) outcome() (decided, many bool) {
@@ -201,15 +209,15 @@ func (m *linkMeasure) outcome() (decided, many bool) {
 	return m.decided, m.many
 }
 
-// add counts one measured range and reports whether that decided, and the
-// share of the time the reader waited.
-func (m *linkMeasure) add(waited, wall time.Duration) (decidedNow bool, share float64) {
+// add counts one measured request of n ranges and reports whether that
+// decided, and the share of the time the reader waited.
+func (m *linkMeasure) add(waited, wall time.Duration, n int) (decidedNow bool, share float64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.decided {
 		return false, 0
 	}
-	m.waited, m.wall, m.ranges = m.waited+waited, m.wall+wall, m.ranges+1
+	m.waited, m.wall, m.ranges, m.reqs = m.waited+waited, m.wall+wall, m.ranges+n, m.reqs+1
 	if m.wall < measureFor && m.ranges < measureRanges {
 		return false, 0
 	}
@@ -224,18 +232,19 @@ func (m *linkMeasure) add(waited, wall time.Duration) (decidedNow bool, share fl
 // decides how the rest of the blob is read (split). The healing reader
 // stops at the range's end (segmentEnd) and opens again, which is not a
 // retry.
-func (s *rangedSource) openMeasured(ctx context.Context, desc ocispec.Descriptor, offset int64, ev *blobEvents) (io.ReadCloser, int64, error) {
-	end := offset + s.par.rangeSize
+func (s *rangedSource) openMeasured(ctx context.Context, desc ocispec.Descriptor, offset, readEnd int64, ev *blobEvents) (io.ReadCloser, int64, error) {
+	v, _ := s.measured.LoadOrStore(desc.Digest, &linkMeasure{})
+	m := v.(*linkMeasure)
+	n := m.next()
+	end := min(offset+int64(n)*s.par.rangeSize, readEnd)
 	rc, skip, err := s.openSingle(ctx, desc, offset, end, ev)
 	if _, ignored := s.rangeIgnored.Load(desc.Digest); err != nil || ignored {
 		// The whole blob came (a cold pull-through cache streams what it
 		// fetches): one connection it is, to the end.
 		return rc, skip, err
 	}
-	v, _ := s.measured.LoadOrStore(desc.Digest, &linkMeasure{})
-	m := v.(*linkMeasure)
 	return &measuredBody{rc: rc, left: end - offset, end: end, done: func(waited, wall time.Duration) {
-		decided, share := m.add(waited, wall)
+		decided, share := m.add(waited, wall, n)
 		if !decided {
 			return
 		}
