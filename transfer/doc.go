@@ -66,8 +66,8 @@
 //
 // With Options.PullConnections left at 0, more connections are opened only
 // where they help. Such a blob's first ranges are read over one
-// connection, in requests of 1, 2 and 4 ranges, straight into the
-// destination, and timed until they add up to 200 ms of reading or 7
+// connection, in requests of 1 and then 2 ranges, straight into the
+// destination, and timed until they add up to 200 ms of reading or 3
 // ranges: if the reader
 // spent at least half of that time waiting on the connection, the link is
 // the limit (a per-connection cap, a long path) and the rest is fetched in

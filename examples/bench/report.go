@@ -236,7 +236,7 @@ func (r *report) render() {
 	p("(the production default is 5 s / 2 min; shorter here so waits do not dominate every faulty scenario). ")
 	p("Every contender moves up to %d blobs at once (oras-go's default is 3, sturdy's 4). Every run has a caller deadline of %s ", cfg.Concurrency, cfg.Deadline)
 	p("(%s in the stall scenario; in the capped scenarios at least three times what one connection at the cap needs). ", cfg.StallDeadline)
-	p("`sturdy` leaves `PullConnections`, `MaxPullConnections` and `PullRangeSize` at zero, as a caller who sets nothing does: a blob of %s or more has its first %s ranges read over one connection, timed (200 ms of reading or 7 ranges, in requests of 1, 2 and 4), ", fmtBytes(2*transfer.DefaultPullRangeSize), fmtBytes(transfer.DefaultPullRangeSize))
+	p("`sturdy` leaves `PullConnections`, `MaxPullConnections` and `PullRangeSize` at zero, as a caller who sets nothing does: a blob of %s or more has its first %s ranges read over one connection, timed (200 ms of reading or 3 ranges, in requests of 1 and 2), ", fmtBytes(2*transfer.DefaultPullRangeSize), fmtBytes(transfer.DefaultPullRangeSize))
 	p("and if the reader waited on them at least half the time the rest is fetched as %s ranges over up to %d connections (%d per Copy), reassembled in order and verified as a whole; otherwise the rest comes over that one connection. `sturdy-1conn` differs only in `PullConnections: 1`, ", fmtBytes(transfer.DefaultPullRangeSize), transfer.DefaultPullConnections, transfer.DefaultMaxPullConnections)
 	p("one stream per blob as before ranged pulls, and runs only pulls (the clean link and the capped scenarios). ")
 	p("The options sturdy's contenders do set (backoff, `StallTimeout`, an Observer) change nothing on a clean pull.\n\n")
