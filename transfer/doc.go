@@ -75,7 +75,13 @@
 // another registry's upload, a client sharing its cores with the registry
 // on loopback) and the rest comes over one connection, because reordering
 // ranges in buffers would only add copies. Both outcomes are reported in a
-// progress.Note. On a capped link the cost is about 200 ms at one
+// progress.Note. A split must then pay off: once its reader has read a
+// range per connection, it must have delivered 1.25 times the rate one
+// connection was measured at, or it takes no more ranges, hands on those
+// it took, and goes on over one connection (a Note says so). That catches
+// a link capped in total rather than per connection, and a server that
+// was slow while it was measured (on loopback, one that shares the
+// client's cores). On a capped link the cost is about 200 ms at one
 // connection's speed per blob (one range at 32 MiB/s). The decision holds
 // for the blob for the rest of the Copy; a read continued after a failure
 // is not measured again. With mirrors, it is made on whichever source

@@ -7,6 +7,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/semaphore"
@@ -121,6 +122,8 @@ type parallelBody struct {
 	// read ends early, what its unfinished ranges received) at its offset,
 	// for a later process.
 	state *pullState
+	// measure, if not nil, is what decided to split this blob.
+	measure *linkMeasure
 
 	ctx      context.Context
 	cancel   context.CancelCauseFunc
@@ -140,6 +143,18 @@ type parallelBody struct {
 	// the last halving of limit, if backedOff.
 	finished, finishedAtCut int
 	backedOff               bool
+	// draining: no more ranges are taken; once the reader has read those
+	// taken, the blob goes on over one connection (Read returns
+	// reopenNow). Set when the split did not beat one connection.
+	draining bool
+
+	// oneRate, if not 0, is one connection's measured rate (bytes per
+	// second): once the reader has read conns ranges, the split must have
+	// delivered splitGain times that, or it drains. started is when the
+	// read began; handed counts the bytes handed out.
+	oneRate float64
+	started time.Time
+	handed  int64
 
 	// The reader's side.
 	head int        // index of the range being read
@@ -169,6 +184,11 @@ func (s *rangedSource) openParallel(ctx context.Context, desc ocispec.Descriptor
 	b := &parallelBody{src: s, cfg: cfg, desc: desc, openRange: s.openRange, ev: ev, state: state, end: end, next: offset,
 		window: make(chan struct{}, 2*cfg.conns)}
 	b.cond = sync.NewCond(&b.mu)
+	b.started = time.Now()
+	if v, ok := s.measured.Load(desc.Digest); ok {
+		b.measure = v.(*linkMeasure)
+		b.oneRate = b.measure.checkSplit()
+	}
 	b.ring = make([]*pullRange, cap(b.window))
 	b.limit.Store(int32(cfg.conns))
 	b.ctx, b.cancel = context.WithCancelCause(ctx)
@@ -272,7 +292,7 @@ func (b *parallelBody) take() *pullRange {
 		return nil
 	}
 	b.mu.Lock()
-	if b.next >= b.end || b.err != nil {
+	if b.next >= b.end || b.err != nil || b.draining {
 		b.held--
 		b.mu.Unlock()
 		if !exempt {
@@ -490,6 +510,10 @@ func (b *parallelBody) Read(p []byte) (int, error) {
 					b.mu.Unlock()
 					return 0, io.EOF
 				}
+				if b.draining && b.seq == b.head {
+					b.mu.Unlock()
+					return 0, &reopenNow{errNoGain}
+				}
 				b.cond.Wait()
 			}
 			b.mu.Unlock()
@@ -497,6 +521,7 @@ func (b *parallelBody) Read(p []byte) (int, error) {
 		if b.pos < len(b.cur.buf) {
 			n := copy(p, b.cur.buf[b.pos:])
 			b.pos += n
+			b.handed += int64(n)
 			return n, nil
 		}
 		b.mu.Lock()
@@ -504,7 +529,41 @@ func (b *parallelBody) Read(p []byte) (int, error) {
 		b.mu.Unlock()
 		b.cur = nil
 		b.head++
+		b.checkGain()
 	}
+}
+
+// splitGain is how many times one connection's measured rate a split read
+// must deliver, by the time its reader has read a range per connection,
+// to go on: a client that shares its cores with the server, or a server
+// that was slow while one connection was measured, can make a fast link
+// look like the limit, and then the buffers only add copies.
+const splitGain = 1.25
+
+// errNoGain ends a split read that did not beat one connection.
+var errNoGain = errors.New("more connections did not move this blob faster")
+
+// checkGain drains the read when, after a range per connection, it has
+// not delivered splitGain times one connection's measured rate. Only the
+// reader calls it.
+func (b *parallelBody) checkGain() {
+	if b.oneRate <= 0 || b.head < b.cfg.conns {
+		return
+	}
+	one := b.oneRate
+	b.oneRate = 0
+	rate := float64(b.handed) / max(time.Since(b.started).Seconds(), 1e-9)
+	if rate >= splitGain*one {
+		return
+	}
+	if b.measure != nil {
+		b.measure.revert()
+	}
+	b.mu.Lock()
+	b.draining = true
+	b.mu.Unlock()
+	b.ev.note(fmt.Sprintf("%d connections moved %s/s, one moved %s/s: going on over one connection",
+		b.limit.Load(), progress.FormatBytes(int64(rate)), progress.FormatBytes(int64(one))))
 }
 
 // release gives back c's window slot and copy-wide buffer, and its memory

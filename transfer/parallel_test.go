@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,8 +32,11 @@ type rangeServer struct {
 	srv  *httptest.Server
 	hold func(start int64, w http.ResponseWriter, r *http.Request)
 	// pace, if set, is slept after every 4 KiB a response writes: a link
-	// that caps each connection.
-	pace time.Duration
+	// that caps each connection. With shared, the connections take turns
+	// (a link capped in total).
+	pace   time.Duration
+	shared bool
+	turn   sync.Mutex
 
 	mu     sync.Mutex
 	starts []int64 // the first byte of every ranged GET, in arrival order
@@ -43,19 +47,28 @@ type rangeServer struct {
 type pacedWriter struct {
 	http.ResponseWriter
 	pace time.Duration
+	turn *sync.Mutex // if not nil, held while writing and sleeping
 }
 
 func (w pacedWriter) Write(p []byte) (int, error) {
 	var n int
 	for len(p) > 0 {
 		k := min(len(p), 4<<10)
+		if w.turn != nil {
+			w.turn.Lock()
+		}
 		m, err := w.ResponseWriter.Write(p[:k])
+		if err == nil {
+			_ = http.NewResponseController(w.ResponseWriter).Flush()
+			time.Sleep(w.pace)
+		}
+		if w.turn != nil {
+			w.turn.Unlock()
+		}
 		n += m
 		if err != nil {
 			return n, err
 		}
-		_ = http.NewResponseController(w.ResponseWriter).Flush()
-		time.Sleep(w.pace)
 		p = p[k:]
 	}
 	return n, nil
@@ -90,7 +103,11 @@ func newRangeServer(t *testing.T, size int) *rangeServer {
 			s.mu.Unlock()
 		}()
 		if s.pace > 0 {
-			w = pacedWriter{w, s.pace}
+			pw := pacedWriter{ResponseWriter: w, pace: s.pace}
+			if s.shared {
+				pw.turn = &s.turn
+			}
+			w = pw
 		}
 		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(s.blob))
 	}))
@@ -458,7 +475,7 @@ func TestLinkMeasureDecides(t *testing.T) {
 			for i, r := range tc.reqs {
 				n := m.next()
 				sizes = append(sizes, n)
-				if now, _ := m.add(r[0], r[1], n); now {
+				if now, _ := m.add(r[0], r[1], n, 0); now {
 					if decidedAt != 0 {
 						t.Fatalf("decided again at range %d", i+1)
 					}
@@ -475,5 +492,56 @@ func TestLinkMeasureDecides(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A link capped in total, not per connection: the measured requests wait
+// on it (so the blob is split), but eight connections share what one had.
+// Once the reader has read a range per connection without beating one
+// connection by splitGain, no more ranges are taken; those taken are read,
+// and the rest comes over one connection. No byte is asked for twice.
+func TestAdaptivePullGoesBackToOneConnectionWithoutGain(t *testing.T) {
+	checkLeaks(t)
+	const rangeSize = 64 << 10
+	s := newRangeServer(t, 40*rangeSize)
+	s.pace, s.shared = time.Millisecond, true
+	var notes sync.Map
+	opts := Options{PullRangeSize: rangeSize, Retry: fastRetry, Observer: progress.Func(func(e progress.Event) {
+		if e.Kind == progress.Note {
+			notes.Store(e.Reason, true)
+		}
+	})}
+	rc, err := OpenURL(context.Background(), s.source(), s.desc, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(b, s.blob) {
+		t.Fatalf("read %d bytes: %v", len(b), err)
+	}
+	var split, back bool
+	notes.Range(func(k, _ any) bool {
+		split = split || strings.Contains(k.(string), "fetching the rest in ranges")
+		back = back || strings.Contains(k.(string), "going on over one connection")
+		return true
+	})
+	if !split || !back {
+		t.Fatalf("split %v, back to one connection %v; want both", split, back)
+	}
+	s.mu.Lock()
+	starts := append([]int64(nil), s.starts...)
+	s.mu.Unlock()
+	slices.Sort(starts)
+	for i := 1; i < len(starts); i++ {
+		if starts[i] == starts[i-1] {
+			t.Fatalf("requests at %v: %d asked for twice", starts, starts[i])
+		}
+	}
+	// 2 measured requests (3 ranges), the ranges the split took (at
+	// least one per connection, at most the window beyond), then one.
+	last := starts[len(starts)-1]
+	if n := len(starts); n < 2+DefaultPullConnections+1 || n > 2+3*DefaultPullConnections+1 || last >= 40*rangeSize-rangeSize {
+		t.Fatalf("requests at %v: want the measured ones, the split's ranges, then the rest in one", starts)
 	}
 }

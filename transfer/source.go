@@ -193,8 +193,30 @@ const (
 type linkMeasure struct {
 	mu            sync.Mutex
 	waited, wall  time.Duration
+	bytes         int64
 	ranges, reqs  int
 	decided, many bool
+	checked       bool // a split read compared its rate with one connection's
+}
+
+// checkSplit returns one connection's measured rate (bytes per second)
+// for the first split read of the blob to compare its own with, or 0.
+func (m *linkMeasure) checkSplit() float64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.many || m.checked || m.wall <= 0 {
+		return 0
+	}
+	m.checked = true
+	return float64(m.bytes) / m.wall.Seconds()
+}
+
+// revert records that more connections did not help: the rest of the
+// blob goes over one.
+func (m *linkMeasure) revert() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.many = false
 }
 
 // next returns how many ranges the next measured request asks for.
@@ -212,13 +234,14 @@ func (m *linkMeasure) outcome() (decided, many bool) {
 
 // add counts one measured request of n ranges and reports whether that
 // decided, and the share of the time the reader waited.
-func (m *linkMeasure) add(waited, wall time.Duration, n int) (decidedNow bool, share float64) {
+func (m *linkMeasure) add(waited, wall time.Duration, n int, bytes int64) (decidedNow bool, share float64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.decided {
 		return false, 0
 	}
 	m.waited, m.wall, m.ranges, m.reqs = m.waited+waited, m.wall+wall, m.ranges+n, m.reqs+1
+	m.bytes += bytes
 	if m.wall < measureFor && m.ranges < measureRanges {
 		return false, 0
 	}
@@ -245,7 +268,7 @@ func (s *rangedSource) openMeasured(ctx context.Context, desc ocispec.Descriptor
 		return rc, skip, err
 	}
 	return &measuredBody{rc: rc, left: end - offset, end: end, done: func(waited, wall time.Duration) {
-		decided, share := m.add(waited, wall, n)
+		decided, share := m.add(waited, wall, n, end-offset)
 		if !decided {
 			return
 		}
