@@ -197,12 +197,15 @@ func TestToxiLimitDataBelowMinProgress(t *testing.T) {
 // Whether a connection gets the toxic is rolled per connection, and a push
 // opens few (keep-alive), so each is repeated until a reset happened.
 func TestToxiResetPeer(t *testing.T) {
-	const tries = 6
+	// Every new connection is reset with probability 0.5, so a request
+	// fails 8 attempts in a row once in 256 (a manifest HEAD did, on
+	// a CI-like run): 16 attempts make that once in 65536.
+	const tries, resetPeerAttempts = 6, 16
 	t.Run("pull", func(t *testing.T) {
 		untilHit(t, tries, func() bool {
 			l := newToxicLink(t)
 			a := newArtifact(t, 16*MiB)
-			_, ev := toxiPull(t, l, a, transfer.Options{Retry: fast(8)}, func() {
+			_, ev := toxiPull(t, l, a, transfer.Options{Retry: fast(resetPeerAttempts)}, func() {
 				l.toxic(t, "reset_peer", "downstream", 0.5, map[string]any{"timeout": 200})
 			})
 			return len(ev.of(progress.Retrying)) > 0
@@ -212,7 +215,7 @@ func TestToxiResetPeer(t *testing.T) {
 		untilHit(t, tries, func() bool {
 			l := newToxicLink(t)
 			a := newArtifact(t, 16*MiB)
-			_, st, ev := toxiPush(t, l, a, transfer.Options{Retry: fast(8)}, func() {
+			_, st, ev := toxiPush(t, l, a, transfer.Options{Retry: fast(resetPeerAttempts)}, func() {
 				l.toxic(t, "reset_peer", "downstream", 0.5, map[string]any{"timeout": 200})
 			})
 			if r := ratio(st.Kinds[registrytest.UploadPatch].RequestBodyBytes, payload(a)); r > 1.2 {
