@@ -252,24 +252,7 @@ func TestParallelRangeRetryEvent(t *testing.T) {
 			panic(http.ErrAbortHandler)
 		}
 	}
-	var mu sync.Mutex
-	var got []progress.Event
-	opts := Options{PullConnections: DefaultPullConnections, PullRangeSize: rangeSize, Retry: fastRetry, Observer: progress.Func(func(e progress.Event) {
-		mu.Lock()
-		got = append(got, e)
-		mu.Unlock()
-	})}
-	rc, err := OpenURL(context.Background(), s.source(), s.desc, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := io.ReadAll(rc)
-	rc.Close()
-	if err != nil || !bytes.Equal(b, s.blob) {
-		t.Fatalf("read %d bytes: %v", len(b), err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
+	got := readWithEvents(t, s, Options{PullConnections: DefaultPullConnections, PullRangeSize: rangeSize, Retry: fastRetry}, io.ReadAll)
 	var retries, resumes []progress.Event
 	for _, e := range got {
 		switch e.Kind {
@@ -357,6 +340,47 @@ func readSlowly(rc io.Reader) ([]byte, error) {
 	}
 }
 
+// readAdaptive reads s's blob with the zero pull settings but rangeSize.
+func readAdaptive(t *testing.T, s *rangeServer, rangeSize int64, read func(io.Reader) ([]byte, error)) []progress.Event {
+	t.Helper()
+	return readWithEvents(t, s, Options{PullRangeSize: rangeSize, Retry: fastRetry}, read)
+}
+
+// readWithEvents reads s's blob with opts through read, checks the bytes,
+// and returns the events.
+func readWithEvents(t *testing.T, s *rangeServer, opts Options, read func(io.Reader) ([]byte, error)) []progress.Event {
+	t.Helper()
+	var mu sync.Mutex
+	var got []progress.Event
+	opts.Observer = progress.Func(func(e progress.Event) {
+		mu.Lock()
+		got = append(got, e)
+		mu.Unlock()
+	})
+	rc, err := OpenURL(context.Background(), s.source(), s.desc, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := read(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(b, s.blob) {
+		t.Fatalf("read %d bytes: %v", len(b), err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return slices.Clone(got)
+}
+
+func notesOf(evs []progress.Event) []string {
+	var notes []string
+	for _, e := range evs {
+		if e.Kind == progress.Note {
+			notes = append(notes, e.Reason)
+		}
+	}
+	return notes
+}
+
 // With PullConnections left at 0 a blob's first ranges come over one
 // connection in requests of 1 and 2 ranges, timed (here both of them:
 // each is over in milliseconds). A reader that waits on them for less than
@@ -367,22 +391,7 @@ func TestAdaptivePullKeepsOneConnectionWhenTheReaderIsTheLimit(t *testing.T) {
 	checkLeaks(t)
 	const rangeSize = 64 << 10
 	s := newRangeServer(t, 2*measureRanges*rangeSize)
-	var mu sync.Mutex
-	var got []progress.Event
-	opts := Options{PullRangeSize: rangeSize, Retry: fastRetry, Observer: progress.Func(func(e progress.Event) {
-		mu.Lock()
-		got = append(got, e)
-		mu.Unlock()
-	})}
-	rc, err := OpenURL(context.Background(), s.source(), s.desc, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := readSlowly(rc)
-	rc.Close()
-	if err != nil || !bytes.Equal(b, s.blob) {
-		t.Fatalf("read %d bytes: %v", len(b), err)
-	}
+	got := readAdaptive(t, s, rangeSize, readSlowly)
 	s.mu.Lock()
 	starts, peak := append([]int64(nil), s.starts...), s.maxInFlight
 	s.mu.Unlock()
@@ -390,18 +399,12 @@ func TestAdaptivePullKeepsOneConnectionWhenTheReaderIsTheLimit(t *testing.T) {
 	if fmt.Sprint(starts) != fmt.Sprint(want) || peak != 1 {
 		t.Fatalf("requests at %v, %d at once; want %v (1 and 2 ranges measured, then the rest), one at a time", starts, peak, want)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	var notes []string
 	for _, e := range got {
-		if e.Kind == progress.Note {
-			notes = append(notes, e.Reason)
-		}
 		if e.Kind == progress.Retrying || e.Kind == progress.Resumed || e.Attempt > 1 {
 			t.Errorf("a planned reconnect reported as a retry: %+v", e)
 		}
 	}
-	if len(notes) != 1 || !strings.Contains(notes[0], "one connection keeps up") {
+	if notes := notesOf(got); len(notes) != 1 || !strings.Contains(notes[0], "one connection keeps up") {
 		t.Fatalf("notes %q; want one saying one connection keeps up", notes)
 	}
 }
@@ -414,21 +417,7 @@ func TestAdaptivePullSplitsWhenTheLinkIsTheLimit(t *testing.T) {
 	const rangeSize = 64 << 10
 	s := newRangeServer(t, 16*rangeSize)
 	s.pace = time.Millisecond // 4 KiB per millisecond per connection
-	var notes sync.Map
-	opts := Options{PullRangeSize: rangeSize, Retry: fastRetry, Observer: progress.Func(func(e progress.Event) {
-		if e.Kind == progress.Note {
-			notes.Store(e.Reason, true)
-		}
-	})}
-	rc, err := OpenURL(context.Background(), s.source(), s.desc, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := io.ReadAll(rc)
-	rc.Close()
-	if err != nil || !bytes.Equal(b, s.blob) {
-		t.Fatalf("read %d bytes: %v", len(b), err)
-	}
+	notes := notesOf(readAdaptive(t, s, rangeSize, io.ReadAll))
 	s.mu.Lock()
 	starts, peak := append([]int64(nil), s.starts...), s.maxInFlight
 	s.mu.Unlock()
@@ -440,13 +429,8 @@ func TestAdaptivePullSplitsWhenTheLinkIsTheLimit(t *testing.T) {
 	if peak < 2 {
 		t.Fatalf("at most %d request(s) at once; want several", peak)
 	}
-	var split bool
-	notes.Range(func(k, _ any) bool {
-		split = split || strings.Contains(k.(string), "fetching the rest in ranges")
-		return true
-	})
-	if !split {
-		t.Fatal("no note of the split")
+	if !slices.ContainsFunc(notes, func(n string) bool { return strings.Contains(n, "fetching the rest in ranges") }) {
+		t.Fatalf("notes %q: none of the split", notes)
 	}
 }
 
@@ -505,28 +489,11 @@ func TestAdaptivePullGoesBackToOneConnectionWithoutGain(t *testing.T) {
 	const rangeSize = 64 << 10
 	s := newRangeServer(t, 40*rangeSize)
 	s.pace, s.shared = time.Millisecond, true
-	var notes sync.Map
-	opts := Options{PullRangeSize: rangeSize, Retry: fastRetry, Observer: progress.Func(func(e progress.Event) {
-		if e.Kind == progress.Note {
-			notes.Store(e.Reason, true)
-		}
-	})}
-	rc, err := OpenURL(context.Background(), s.source(), s.desc, opts)
-	if err != nil {
-		t.Fatal(err)
+	notes := notesOf(readAdaptive(t, s, rangeSize, io.ReadAll))
+	has := func(sub string) bool {
+		return slices.ContainsFunc(notes, func(n string) bool { return strings.Contains(n, sub) })
 	}
-	b, err := io.ReadAll(rc)
-	rc.Close()
-	if err != nil || !bytes.Equal(b, s.blob) {
-		t.Fatalf("read %d bytes: %v", len(b), err)
-	}
-	var split, back bool
-	notes.Range(func(k, _ any) bool {
-		split = split || strings.Contains(k.(string), "fetching the rest in ranges")
-		back = back || strings.Contains(k.(string), "going on over one connection")
-		return true
-	})
-	if !split || !back {
+	if split, back := has("fetching the rest in ranges"), has("going on over one connection"); !split || !back {
 		t.Fatalf("split %v, back to one connection %v; want both", split, back)
 	}
 	s.mu.Lock()
