@@ -150,11 +150,11 @@ type parallelBody struct {
 
 	// oneRate, if not 0, is one connection's measured rate (bytes per
 	// second): once the reader has read conns ranges, the split must have
-	// delivered splitGain times that, or it drains. started is when the
-	// read began; handed counts the bytes handed out.
+	// delivered splitGain times that, or it drains. The read began at
+	// offset from, at started.
 	oneRate float64
+	from    int64
 	started time.Time
-	handed  int64
 
 	// The reader's side.
 	head int        // index of the range being read
@@ -184,7 +184,7 @@ func (s *rangedSource) openParallel(ctx context.Context, desc ocispec.Descriptor
 	b := &parallelBody{src: s, cfg: cfg, desc: desc, openRange: s.openRange, ev: ev, state: state, end: end, next: offset,
 		window: make(chan struct{}, 2*cfg.conns)}
 	b.cond = sync.NewCond(&b.mu)
-	b.started = time.Now()
+	b.from, b.started = offset, time.Now()
 	if v, ok := s.measured.Load(desc.Digest); ok {
 		b.measure = v.(*linkMeasure)
 		b.oneRate = b.measure.checkSplit()
@@ -521,15 +521,15 @@ func (b *parallelBody) Read(p []byte) (int, error) {
 		if b.pos < len(b.cur.buf) {
 			n := copy(p, b.cur.buf[b.pos:])
 			b.pos += n
-			b.handed += int64(n)
 			return n, nil
 		}
 		b.mu.Lock()
 		b.release(b.cur, true)
 		b.mu.Unlock()
+		handed := b.cur.end - b.from
 		b.cur = nil
 		b.head++
-		b.checkGain()
+		b.checkGain(handed)
 	}
 }
 
@@ -543,16 +543,16 @@ const splitGain = 1.25
 // errNoGain ends a split read that did not beat one connection.
 var errNoGain = errors.New("more connections did not move this blob faster")
 
-// checkGain drains the read when, after a range per connection, it has
-// not delivered splitGain times one connection's measured rate. Only the
-// reader calls it.
-func (b *parallelBody) checkGain() {
+// checkGain drains the read when, after a range per connection, the
+// handed bytes have not come at splitGain times one connection's measured
+// rate. Only the reader calls it.
+func (b *parallelBody) checkGain(handed int64) {
 	if b.oneRate <= 0 || b.head < b.cfg.conns {
 		return
 	}
 	one := b.oneRate
 	b.oneRate = 0
-	rate := float64(b.handed) / max(time.Since(b.started).Seconds(), 1e-9)
+	rate := float64(handed) / max(time.Since(b.started).Seconds(), 1e-9)
 	if rate >= splitGain*one {
 		return
 	}

@@ -194,7 +194,7 @@ type linkMeasure struct {
 	mu            sync.Mutex
 	waited, wall  time.Duration
 	bytes         int64
-	ranges, reqs  int
+	ranges        int
 	decided, many bool
 	checked       bool // a split read compared its rate with one connection's
 }
@@ -219,11 +219,13 @@ func (m *linkMeasure) revert() {
 	m.many = false
 }
 
-// next returns how many ranges the next measured request asks for.
+// next returns how many ranges the next measured request asks for: as
+// many as were measured so far plus one (1, 2, 4, ...), up to
+// measureRanges in all.
 func (m *linkMeasure) next() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return max(min(1<<m.reqs, measureRanges-m.ranges), 1)
+	return max(min(m.ranges+1, measureRanges-m.ranges), 1)
 }
 
 func (m *linkMeasure) outcome() (decided, many bool) {
@@ -240,8 +242,7 @@ func (m *linkMeasure) add(waited, wall time.Duration, n int, bytes int64) (decid
 	if m.decided {
 		return false, 0
 	}
-	m.waited, m.wall, m.ranges, m.reqs = m.waited+waited, m.wall+wall, m.ranges+n, m.reqs+1
-	m.bytes += bytes
+	m.waited, m.wall, m.ranges, m.bytes = m.waited+waited, m.wall+wall, m.ranges+n, m.bytes+bytes
 	if m.wall < measureFor && m.ranges < measureRanges {
 		return false, 0
 	}
@@ -285,29 +286,28 @@ func (s *rangedSource) openMeasured(ctx context.Context, desc ocispec.Descriptor
 // range was read whole, with the time spent inside Read and the time from
 // the first Read to the last byte.
 type measuredBody struct {
-	rc     io.ReadCloser
-	left   int64 // bytes to the range's end
-	end    int64
-	first  time.Time
-	waited time.Duration
-	done   func(waited, wall time.Duration)
-	called bool
+	rc      io.ReadCloser
+	left    int64 // bytes to the range's end
+	end     int64
+	first   time.Time
+	reading activeClock
+	done    func(waited, wall time.Duration)
+	called  bool
 }
 
 func (b *measuredBody) segmentEnd() int64 { return b.end }
 
 func (b *measuredBody) Read(p []byte) (int, error) {
-	start := time.Now()
 	if b.first.IsZero() {
-		b.first = start
+		b.first = time.Now()
 	}
+	b.reading.enter()
 	n, err := b.rc.Read(p)
-	now := time.Now()
-	b.waited += now.Sub(start)
+	b.reading.leave()
 	b.left -= int64(n)
 	if b.left <= 0 && !b.called {
 		b.called = true
-		b.done(b.waited, now.Sub(b.first))
+		b.done(b.reading.elapsed(), time.Since(b.first))
 	}
 	return n, err
 }
